@@ -1,0 +1,1 @@
+"""Task plugins: one module per benchmark, registered on import."""
