@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from evalharness._version import __version__
+
+from evalharness.runner import EvalResults, RunConfig, evaluate  # noqa: E402
+
+__all__ = ["EvalResults", "RunConfig", "evaluate", "__version__"]

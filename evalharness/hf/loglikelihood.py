@@ -78,11 +78,11 @@ def score(
             batch = ordered[start : start + batch_size]
             width = len(batch[0])
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, inputs in enumerate(batch):
                 ids[row, : len(inputs)] = torch.tensor(inputs)
-                mask[row, : len(inputs)] = 1
-            hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device))[0]
+            # Right padding under a causal mask: no real position can see a pad token, so no
+            # padding mask is needed and attention takes its fused causal path.
+            hidden = decoder(input_ids=ids.to(device))[0]
             for row, inputs in enumerate(batch):
                 for index in groups[inputs]:
                     item = prepared[index]

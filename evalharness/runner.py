@@ -1,0 +1,222 @@
+"""evaluate(): task → prompt → requests → backend → score → aggregate → results."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalharness import provenance
+from evalharness.backend import Backend
+from evalharness.data import DataSource
+from evalharness.errors import EvalHarnessError
+from evalharness.prompting import PromptRenderer
+from evalharness.requests import GenerateRequest, LoglikelihoodRequest, Request, Response
+from evalharness.results import SCHEMA_VERSION, format_table, metrics_to_dict, write_run
+from evalharness.selection import Selection, resolve
+from evalharness.task import Doc, Outcome, Prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    tasks: tuple[str, ...]
+    num_fewshot: int | None = None
+    limit: int | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 1234
+    data_dir: str | None = None
+    output_dir: str | None = None
+    log_prompts: bool = True
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    gen_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise EvalHarnessError("no tasks given (--tasks)")
+        if self.limit is not None and self.limit < 1:
+            raise EvalHarnessError(f"--limit {self.limit}: must be a positive integer")
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise EvalHarnessError(f"--num-fewshot {self.num_fewshot}: must be >= 0")
+        if self.batch_size < 1:
+            raise EvalHarnessError(f"--batch-size {self.batch_size}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class PlannedDoc:
+    selection: Selection
+    doc: Doc
+    prompt: Prompt
+    requests: tuple[Request, ...]
+
+
+@dataclass
+class EvalResults:
+    results: dict[str, Any]
+    samples: list[dict[str, Any]]
+
+    def table(self) -> str:
+        return format_table(self.results)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def plan(config: RunConfig, data: DataSource, renderer: PromptRenderer) -> list[PlannedDoc]:
+    planned = []
+    for selection in resolve(config.tasks):
+        task = selection.task
+        shots = task.default_fewshot if config.num_fewshot is None else config.num_fewshot
+        for subtask in selection.subtasks:
+            docs = task.documents(data, subtask)[: config.limit]
+            pool = task.fewshot_pool(data, subtask) if shots else []
+            for doc in docs:
+                prompt = renderer.build(task, doc, task.select_fewshot(pool, shots, doc, config.seed))
+                requests = tuple(_override(r, config.gen_kwargs) for r in task.requests(doc, prompt))
+                planned.append(PlannedDoc(selection, doc, prompt, requests))
+    return planned
+
+
+def _override(request: Request, gen_kwargs: Mapping[str, Any]) -> Request:
+    if not gen_kwargs or not isinstance(request, GenerateRequest):
+        return request
+    return dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, **gen_kwargs))
+
+
+def run_requests(backend: Backend, planned: Sequence[PlannedDoc]) -> list[list[Response]]:
+    """All requests of one kind go to the backend in one call, so it can batch across tasks."""
+    flat = [(i, r) for i, p in enumerate(planned) for r in p.requests]
+    responses: list[list[Response]] = [[] for _ in planned]
+    for kind, method in ((LoglikelihoodRequest, backend.loglikelihood), (GenerateRequest, backend.generate)):
+        chosen = [(i, r) for i, r in flat if isinstance(r, kind)]
+        if chosen:
+            for (i, _), response in zip(chosen, method([r for _, r in chosen])):
+                responses[i].append(response)
+    return responses
+
+
+def evaluate(model: str | Backend, tasks: Sequence[str] | str, **options: Any) -> EvalResults:
+    """Python API: ``evaluate(model="path/or/hub-id", tasks=["mmlu"], limit=2)``.
+
+    ``model`` may also be an already-built backend. Options are ``RunConfig``'s fields.
+    """
+    task_names = tuple(tasks.split(",")) if isinstance(tasks, str) else tuple(tasks)
+    name = model if isinstance(model, str) else getattr(model, "config", None) and model.config.name_or_path
+    config = RunConfig(model=str(name), tasks=task_names, **options)
+    backend = None if isinstance(model, str) else model
+    return run(config, backend)
+
+
+def run(config: RunConfig, backend: Backend | None = None) -> EvalResults:
+    started = time.time()
+    seed_everything(config.seed)
+    data = DataSource(config.data_dir)
+    renderer = PromptRenderer()
+    planned = plan(config, data, renderer)  # bad tasks or data fail here, before the model loads
+    if backend is None:
+        from evalharness.hf import HFBackend
+        from evalharness.hf.loader import ModelConfig
+
+        backend = HFBackend(
+            ModelConfig(config.model, config.dtype, config.device, model_args=dict(config.model_args)),
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+        )
+    responses = run_requests(backend, planned)
+    results, samples = collect(config, planned, responses, backend, data, renderer)
+    results["wall_time_s"] = round(time.time() - started, 3)
+    if config.output_dir:
+        write_run(Path(config.output_dir), results, samples)
+        log.info("wrote %s", Path(config.output_dir) / "results.json")
+    return EvalResults(results, samples)
+
+
+def collect(
+    config: RunConfig,
+    planned: Sequence[PlannedDoc],
+    responses: Sequence[Sequence[Response]],
+    backend: Backend,
+    data: DataSource,
+    renderer: PromptRenderer,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    outcomes: dict[str, dict[str, list[Outcome]]] = {}
+    truncated: dict[str, list[int]] = {}
+    samples = []
+    for item, got in zip(planned, responses):
+        task = item.selection.task
+        outcome = task.score(item.doc, got)
+        outcomes.setdefault(task.name, {}).setdefault(item.doc.subtask, []).append(outcome)
+        counts = truncated.setdefault(task.name, [0, 0])
+        counts[0] += any(getattr(r, "truncated", False) for r in got)
+        counts[1] += any(getattr(r, "truncated_document", False) for r in got)
+        sample = {
+            "task": task.name,
+            "subtask": item.doc.subtask,
+            "doc_id": item.doc.doc_id,
+            "prompt_hash": item.prompt.sha256,
+            "fewshot_ids": list(item.prompt.shots),
+            **({"prompt": item.prompt.text} if config.log_prompts else {}),
+            "output": outcome.output,
+            "prediction": outcome.prediction,
+            "gold": outcome.gold,
+            "metrics": dict(outcome.metrics),
+            **dict(outcome.extra),
+        }
+        samples.append(sample)
+
+    tasks: dict[str, Any] = {}
+    for selection in {p.selection.task.name: p.selection for p in planned}.values():
+        task = selection.task
+        aggregate = task.aggregate(outcomes.get(task.name, {}))
+        cut, cut_doc = truncated.get(task.name, [0, 0])
+        if cut:
+            log.warning(
+                "%s: %d prompt(s) exceeded the model's context and were left-truncated"
+                " (%d into the document itself)", task.name, cut, cut_doc,
+            )
+        shots = task.default_fewshot if config.num_fewshot is None else config.num_fewshot
+        tasks[task.name] = {
+            **task.config(),
+            "num_fewshot": shots,
+            "n": sum(len(v) for v in outcomes.get(task.name, {}).values()),
+            "metrics": metrics_to_dict(aggregate.metrics),
+            "groups": {g: metrics_to_dict(m) for g, m in aggregate.groups.items()},
+            "subtasks": {s: metrics_to_dict(m) for s, m in aggregate.subtasks.items()},
+            "truncated_documents": cut,
+            "truncated_into_document": cut_doc,
+        }
+    config_dict = {k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple) else v)
+                   for k, v in dataclasses.asdict(config).items()}
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": shlex.join(sys.argv),
+        "harness": provenance.harness_version(),
+        "config": config_dict,
+        "model": backend.fingerprint(),
+        "tasks": tasks,
+        "templates": dict(sorted(renderer.template_hashes.items())),
+        "seeds": {"python": config.seed, "numpy": config.seed, "torch": config.seed, "fewshot": config.seed},
+        "data": {"root": str(data.root) if data.root else "hub", "files": dict(sorted(data.identity.items()))},
+        "libraries": provenance.library_versions(),
+        "host": provenance.host(),
+    }
+    return results, samples

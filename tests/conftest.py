@@ -1,0 +1,48 @@
+"""Shared fixtures: the real tiny models and real data in ../shared (never copied here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EVALHARNESS_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+MODELS = SHARED / "models"
+TINY_LLAMA = MODELS / "tiny-random-llama2"
+STORIES = MODELS / "tinyllamas-stories260K"
+LLAMA_TOKENIZER = MODELS / "llama2-tokenizer"
+
+os.environ.setdefault("EVALHARNESS_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend():
+    from evalharness.hf import HFBackend
+    from evalharness.hf.loader import ModelConfig
+
+    return HFBackend(ModelConfig(str(TINY_LLAMA), dtype="float32", device="cpu"), batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def stories_backend():
+    from evalharness.hf import HFBackend
+    from evalharness.hf.loader import ModelConfig
+
+    return HFBackend(
+        ModelConfig(str(STORIES), dtype="float32", device="cpu", model_args={"eos_token_id": 1}),
+        batch_size=4,
+    )
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "evalharness", *args],
+        capture_output=True, text=True, cwd=cwd or REPO, env=full_env, timeout=900,
+    )

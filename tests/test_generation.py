@@ -1,0 +1,152 @@
+"""Batched generation on real tiny models (no mocks): stopping, parity, seeding, truncation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evalharness.errors import EvalHarnessError
+from evalharness.hf.backend import HFBackend
+from evalharness.hf.loader import ModelConfig
+from evalharness.requests import GenerateRequest, GenerateResponse, SamplingParams
+
+MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
+STORIES = MODELS / "tinyllamas-stories260K"
+RANDOM_LLAMA = MODELS / "tiny-random-llama2"
+
+pytestmark = pytest.mark.skipif(
+    not (STORIES.is_dir() and RANDOM_LLAMA.is_dir()), reason=f"tiny models not found in {MODELS}"
+)
+
+
+# On CPU in float32, so the exact batched == unbatched and seeded-sampling checks hold anywhere.
+@pytest.fixture(scope="module")
+def stories() -> HFBackend:
+    # stories260K ends a story with id 1 (BOS), as in llama2.c, though its config says 2.
+    config = ModelConfig(str(STORIES), device="cpu", model_args={"eos_token_id": 1})
+    return HFBackend(config, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def random_llama() -> HFBackend:
+    return HFBackend(ModelConfig(str(RANDOM_LLAMA), device="cpu"), batch_size=4)
+
+
+def greedy(context: str, max_new_tokens: int = 64, stop: tuple[str, ...] = ()) -> GenerateRequest:
+    return GenerateRequest(context, stop=stop, sampling=SamplingParams(max_new_tokens))
+
+
+def sampled(context: str, seed: int, max_new_tokens: int = 48) -> GenerateRequest:
+    params = SamplingParams(max_new_tokens, temperature=0.8, top_p=0.9, do_sample=True, seed=seed)
+    return GenerateRequest(context, sampling=params)
+
+
+def one_at_a_time(
+    backend: HFBackend, requests: list[GenerateRequest], monkeypatch: pytest.MonkeyPatch
+) -> list[GenerateResponse]:
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "batch_size", 1)
+        return backend.generate(requests)
+
+
+def test_greedy_story_stops_at_eos(stories: HFBackend) -> None:
+    (response,) = stories.generate([greedy("Once upon a time", max_new_tokens=400)])
+    assert response.finish_reason == "eos"
+    assert 20 < response.num_tokens < 400
+    assert response.text.startswith(", there was a little girl")
+    assert not response.truncated and not response.truncated_document
+
+
+def test_greedy_matches_transformers_generate(stories: HFBackend) -> None:
+    import torch
+
+    prompt = stories.encoder.encode_context("Lily had a dog", 0).ids
+    reference = stories.model.generate(
+        torch.tensor([prompt]), max_new_tokens=40, do_sample=False, eos_token_id=1, pad_token_id=1
+    )[0, len(prompt) :]
+    (response,) = stories.generate([greedy("Lily had a dog", max_new_tokens=40)])
+    assert response.text == stories.tokenizer.decode(reference, skip_special_tokens=True)
+
+
+def test_max_new_tokens(stories: HFBackend) -> None:
+    (response,) = stories.generate([greedy("Once upon a time", max_new_tokens=7)])
+    assert (response.finish_reason, response.num_tokens) == ("length", 7)
+    assert response.text
+
+
+def test_ignore_eos_runs_to_the_limit(stories: HFBackend) -> None:
+    params = SamplingParams(max_new_tokens=450, ignore_eos=True)
+    (response,) = stories.generate([GenerateRequest("Once upon a time", sampling=params)])
+    assert (response.finish_reason, response.num_tokens) == ("length", 450)
+
+
+def test_stop_string_cuts_output(stories: HFBackend) -> None:
+    (full,) = stories.generate([greedy("Once upon a time", max_new_tokens=60)])
+    word = full.text.split()[6]
+    (cut,) = stories.generate([greedy("Once upon a time", max_new_tokens=60, stop=("zzz", word))])
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(word)]
+    assert word not in cut.text
+    assert 0 < cut.num_tokens < full.num_tokens
+
+
+def test_batched_equals_one_at_a_time(
+    stories: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = [
+        greedy("Once upon a time", 400),
+        greedy("Tom", 30),
+        greedy("Lily had a dog", 400, stop=("park",)),
+        greedy("The sun was hot and the boy wanted to play outside with his", 400),
+        greedy("Tom", 400, stop=("\n",)),
+        greedy("One day, a little bird", 30, stop=(".",)),
+        greedy("Sue", 400),
+        greedy("Once upon a time", 12),
+        greedy("Ben and Mia went to the", 400, stop=("happy", "sad")),
+    ]
+    batched = stories.generate(requests)
+    assert batched == one_at_a_time(stories, requests, monkeypatch)
+    # The batch mixes rows that leave early (stop, EOS) with rows that run on.
+    assert {r.finish_reason for r in batched} == {"eos", "stop", "length"}
+
+
+def test_seeded_sampling_is_reproducible(stories: HFBackend) -> None:
+    alone = stories.generate([sampled("Once upon a time", seed=7)])[0]
+    again = stories.generate([sampled("Once upon a time", seed=7)])[0]
+    mates = stories.generate(
+        [sampled("Tom", seed=1), sampled("Once upon a time", seed=7), sampled("A big dog", seed=2)]
+    )
+    assert alone == again == mates[1]
+    others = stories.generate([sampled("Once upon a time", seed=s) for s in range(8, 14)])
+    assert any(r.text != alone.text for r in others)
+
+
+def test_random_llama_batched_equals_one_at_a_time(
+    random_llama: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = ["Hello world", "The capital of France is a city", "a", "Once upon a time there was"]
+    requests = [greedy(p, 20) for p in prompts] + [greedy("Hello world", 9, stop=("spect",))]
+    batched = random_llama.generate(requests)
+    assert batched == one_at_a_time(random_llama, requests, monkeypatch)
+    assert [r.num_tokens for r in batched[:4]] == [20] * 4
+
+
+def test_long_prompt_is_left_truncated(stories: HFBackend) -> None:
+    context = "Once upon a time there was a girl. " * 80 + "She liked"
+    assert len(stories.encoder.encode_context(context, 0).ids) > stories.max_length
+    few_shot, document = stories.generate(
+        [
+            greedy(context, max_new_tokens=16),
+            GenerateRequest(context, sampling=SamplingParams(16), protected_chars=len(context)),
+        ]
+    )
+    assert few_shot.truncated and not few_shot.truncated_document
+    assert document.truncated and document.truncated_document
+    assert few_shot.num_tokens > 0
+
+
+def test_max_new_tokens_must_leave_room_for_the_prompt(stories: HFBackend) -> None:
+    with pytest.raises(EvalHarnessError, match="max_new_tokens=512"):
+        stories.generate([greedy("Once upon a time", max_new_tokens=512)])
+    assert stories.generate([]) == []
