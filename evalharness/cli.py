@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-log-prompts", action="store_true", help="leave prompts out of samples.jsonl")
     run.add_argument("--model-args", default="", help="k=v,... passed to the model loader")
     run.add_argument("--gen-kwargs", default="", help="k=v,... overriding generation settings")
+    run.add_argument("--task-args", default="", help="k=v,... task options, e.g. samples=8 (gsm8k maj@8)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
 
     commands.add_parser("tasks", help="list the registered tasks")
@@ -107,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model_args=parse_kv(args.model_args, "--model-args"),
         gen_kwargs=parse_kv(args.gen_kwargs, "--gen-kwargs"),
         max_length=args.max_length,
+        task_args=parse_kv(args.task_args, "--task-args"),
     )
     results = run(config)
     print(results.table())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 import shlex
@@ -16,9 +17,17 @@ from typing import Any
 from evalharness import provenance
 from evalharness.backend import Backend
 from evalharness.data import DataSource
-from evalharness.errors import EvalHarnessError
+from evalharness.errors import EvalHarnessError, UnknownNameError
+from evalharness.registry import did_you_mean
 from evalharness.prompting import PromptRenderer
-from evalharness.requests import GenerateRequest, LoglikelihoodRequest, Request, Response
+from evalharness.requests import (
+    GenerateRequest,
+    GenerateResponse,
+    LoglikelihoodRequest,
+    Request,
+    Response,
+    SamplingParams,
+)
 from evalharness.results import SCHEMA_VERSION, format_table, metrics_to_dict, write_run
 from evalharness.selection import Selection, resolve
 from evalharness.task import Doc, Outcome, Prompt
@@ -42,6 +51,7 @@ class RunConfig:
     model_args: Mapping[str, Any] = field(default_factory=dict)
     gen_kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_length: int | None = None
+    task_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -81,8 +91,9 @@ def seed_everything(seed: int) -> None:
 
 
 def plan(config: RunConfig, data: DataSource, renderer: PromptRenderer) -> list[PlannedDoc]:
+    overrides = sampling_overrides(config.gen_kwargs)
     planned = []
-    for selection in resolve(config.tasks):
+    for selection in resolve(config.tasks, config.task_args):
         task = selection.task
         shots = task.default_fewshot if config.num_fewshot is None else config.num_fewshot
         for subtask in selection.subtasks:
@@ -90,15 +101,44 @@ def plan(config: RunConfig, data: DataSource, renderer: PromptRenderer) -> list[
             pool = task.fewshot_pool(data, subtask) if shots else []
             for doc in docs:
                 prompt = renderer.build(task, doc, task.select_fewshot(pool, shots, doc, config.seed))
-                requests = tuple(_override(r, config.gen_kwargs) for r in task.requests(doc, prompt))
+                requests = tuple(
+                    _override(r, overrides, _request_seed(config.seed, doc, i))
+                    for i, r in enumerate(task.requests(doc, prompt))
+                )
                 planned.append(PlannedDoc(selection, doc, prompt, requests))
     return planned
 
 
-def _override(request: Request, gen_kwargs: Mapping[str, Any]) -> Request:
-    if not gen_kwargs or not isinstance(request, GenerateRequest):
+def _request_seed(seed: int, doc: Doc, index: int) -> int:
+    """A sampled request's seed depends on the run seed and the document, never on its batch."""
+    digest = hashlib.sha256(f"{seed}:{doc.subtask}:{doc.doc_id}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+GEN_KWARGS = {f.name for f in dataclasses.fields(SamplingParams)} | {"return_full_text"}
+
+
+def sampling_overrides(gen_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """--gen-kwargs in the card's names, checked; a temperature above 0 implies sampling."""
+    unknown = sorted(set(gen_kwargs) - GEN_KWARGS)
+    if unknown:
+        raise UnknownNameError(
+            f"--gen-kwargs: unknown setting {unknown[0]!r}{did_you_mean(unknown[0], sorted(GEN_KWARGS))}"
+        )
+    overrides = {k: v for k, v in gen_kwargs.items() if k != "return_full_text"}
+    if overrides.get("temperature", 0) > 0 and "do_sample" not in overrides:
+        overrides["do_sample"] = True
+    return overrides
+
+
+def _override(request: Request, overrides: Mapping[str, Any], seed: int) -> Request:
+    if not isinstance(request, GenerateRequest):
         return request
-    return dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, **gen_kwargs))
+    try:
+        sampling = dataclasses.replace(request.sampling, **{"seed": seed, **overrides})
+    except (TypeError, ValueError) as exc:
+        raise EvalHarnessError(f"--gen-kwargs: {exc}") from None
+    return dataclasses.replace(request, sampling=sampling)
 
 
 def run_requests(backend: Backend, planned: Sequence[PlannedDoc]) -> list[list[Response]]:
@@ -149,6 +189,14 @@ def run(config: RunConfig, backend: Backend | None = None) -> EvalResults:
     return EvalResults(results, samples)
 
 
+def _full_text(config: RunConfig, item: PlannedDoc, got: Sequence[Response]) -> dict[str, Any]:
+    """return_full_text=true logs prompt + response beside the output; scoring never sees it."""
+    if not config.gen_kwargs.get("return_full_text"):
+        return {}
+    texts = [item.prompt.text + r.text for r in got if isinstance(r, GenerateResponse)]
+    return {"full_text": texts[0] if len(texts) == 1 else texts} if texts else {}
+
+
 def collect(
     config: RunConfig,
     planned: Sequence[PlannedDoc],
@@ -175,6 +223,7 @@ def collect(
             "fewshot_ids": list(item.prompt.shots),
             **({"prompt": item.prompt.text} if config.log_prompts else {}),
             "output": outcome.output,
+            **_full_text(config, item, got),
             "prediction": outcome.prediction,
             "gold": outcome.gold,
             "metrics": dict(outcome.metrics),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from evalharness.errors import UnknownNameError
@@ -37,8 +38,12 @@ def all_tasks() -> list[Task]:
     return [TASKS.get(name)() for name in TASKS.names()]
 
 
-def resolve(names: Sequence[str]) -> list[Selection]:
-    """Each name is a task (all its subtasks) or one subtask, e.g. ``mmlu_anatomy``."""
+def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> list[Selection]:
+    """Each name is a task (all its subtasks) or one subtask, e.g. ``mmlu_anatomy``.
+
+    ``options`` (from --task-args) go to every selected task that has them; an option that no
+    selected task knows is an error.
+    """
     tasks = all_tasks()
     by_subtask = {sub: task for task in tasks for sub in task.subtasks()}
     by_name = {task.name: task for task in tasks}
@@ -57,4 +62,18 @@ def resolve(names: Sequence[str]) -> list[Selection]:
             )
         picked = chosen.setdefault(owner.name, [])
         picked.extend(s for s in subs if s not in picked)
-    return [Selection(by_name[name], tuple(subs)) for name, subs in chosen.items()]
+    options = dict(options or {})
+    known = {key for name in chosen for key in by_name[name].defaults}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UnknownNameError(
+            f"--task-args {unknown[0]!r} is not an option of {', '.join(chosen)}"
+            f"{did_you_mean(unknown[0], sorted(known))}"
+        )
+    return [
+        Selection(
+            type(by_name[name])(**{k: v for k, v in options.items() if k in by_name[name].defaults}),
+            tuple(subs),
+        )
+        for name, subs in chosen.items()
+    ]

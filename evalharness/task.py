@@ -63,6 +63,15 @@ class Task(ABC):
     fewshot_sampling: ClassVar[str] = "first_n"  # or "seeded"
     target_delimiter: ClassVar[str] = " "
     fewshot_delimiter: ClassVar[str] = "\n\n"
+    defaults: ClassVar[Mapping[str, Any]] = {}  # task options settable with --task-args
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            from evalharness.errors import UnknownNameError
+
+            raise UnknownNameError(f"task {self.name} has no option {', '.join(unknown)}")
+        self.options: dict[str, Any] = {**self.defaults, **options}
 
     def subtasks(self) -> list[str]:
         return [self.name]
@@ -119,6 +128,7 @@ class Task(ABC):
             "template": self.template,
             "default_fewshot": self.default_fewshot,
             "fewshot_sampling": self.fewshot_sampling,
+            "options": dict(self.options),
         }
 
 

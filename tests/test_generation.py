@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,18 @@ RANDOM_LLAMA = MODELS / "tiny-random-llama2"
 pytestmark = pytest.mark.skipif(
     not (STORIES.is_dir() and RANDOM_LLAMA.is_dir()), reason=f"tiny models not found in {MODELS}"
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # These models are tiny: one thread is as fast, and two OpenMP threads sharing a busy
+    # 2-core CI box with another process can run 10x slower.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # On CPU in float32, so the exact batched == unbatched and seeded-sampling checks hold anywhere.

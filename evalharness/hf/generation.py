@@ -56,7 +56,7 @@ def _batches(rows: Sequence[_Row], batch_size: int) -> list[list[_Row]]:
     groups: dict[SamplingParams, list[_Row]] = {}
     for row in rows:
         groups.setdefault(dataclasses.replace(row.request.sampling, seed=0), []).append(row)
-    batches = []
+    batches: list[list[_Row]] = []
     for group in groups.values():
         # Longest first: an out-of-memory error shows up at once, and padding stays small.
         group.sort(key=lambda r: (-len(r.prompt), r.prompt))
