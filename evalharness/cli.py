@@ -57,6 +57,10 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evalharness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -67,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", required=True, help="comma-separated task or subtask names")
     run.add_argument("--num-fewshot", type=non_negative_int, help="override each task's shots")
     run.add_argument("--limit", type=positive_int, help="first N documents of each subtask")
-    run.add_argument("--batch-size", type=positive_int, default=8)
+    run.add_argument("--batch-size", type=batch_size, default=8, help="rows per forward pass, or 'auto' (from free memory)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     run.add_argument("--seed", type=int, default=1234)
@@ -77,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-args", default="", help="k=v,... passed to the model loader")
     run.add_argument("--gen-kwargs", default="", help="k=v,... overriding generation settings")
     run.add_argument("--task-args", default="", help="k=v,... task options, e.g. samples=8 (gsm8k maj@8)")
+    run.add_argument("--cache", help="response cache file (default: $EVALHARNESS_CACHE, else ~/.cache/evalharness/responses.sqlite)")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    run.add_argument("--prompt-dir", help="folder of your own Jinja templates, searched before prompts/")
+    run.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
 
     commands.add_parser("tasks", help="list the registered tasks")
@@ -91,6 +99,7 @@ def default_output(model: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from evalharness.cache import default_cache_path
     from evalharness.runner import RunConfig, run
 
     config = RunConfig(
@@ -109,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         gen_kwargs=parse_kv(args.gen_kwargs, "--gen-kwargs"),
         max_length=args.max_length,
         task_args=parse_kv(args.task_args, "--task-args"),
+        prompt_dir=args.prompt_dir,
+        trust_remote_code=args.trust_remote_code,
+        cache_path=None if args.no_cache else (args.cache or str(default_cache_path())),
     )
     results = run(config)
     print(results.table())

@@ -28,7 +28,10 @@ class PromptRenderer:
     def __init__(self, user_dir: str | Path | None = None) -> None:
         search = [str(Path(str(resources.files("evalharness.prompts"))))]
         if user_dir is not None:
-            search.insert(0, str(Path(user_dir).expanduser()))
+            folder = Path(user_dir).expanduser()
+            if not folder.is_dir():
+                raise TemplateError(f"--prompt-dir {str(user_dir)!r} is not a directory")
+            search.insert(0, str(folder))
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(search),
             undefined=jinja2.StrictUndefined,
@@ -73,6 +76,6 @@ def _template_line(exc: Exception, template: jinja2.Template) -> str:
     tb = exc.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == (template.filename or "<template>"):
-            return f", line {template.get_corresponding_lineno(tb.tb_lineno)}"
+            return f", line {tb.tb_lineno}"  # jinja rewrites frames to template lines
         tb = tb.tb_next
     return ""

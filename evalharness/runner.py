@@ -16,6 +16,7 @@ from typing import Any
 
 from evalharness import provenance
 from evalharness.backend import Backend
+from evalharness.cache import ResponseCache
 from evalharness.data import DataSource
 from evalharness.errors import EvalHarnessError, UnknownNameError
 from evalharness.registry import did_you_mean
@@ -41,7 +42,7 @@ class RunConfig:
     tasks: tuple[str, ...]
     num_fewshot: int | None = None
     limit: int | None = None
-    batch_size: int = 8
+    batch_size: int | str = 8
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 1234
@@ -52,6 +53,9 @@ class RunConfig:
     gen_kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_length: int | None = None
     task_args: Mapping[str, Any] = field(default_factory=dict)
+    cache_path: str | None = None  # response cache (SQLite); None disables it
+    prompt_dir: str | None = None  # user templates, searched before prompts/ (sandboxed)
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -60,7 +64,7 @@ class RunConfig:
             raise EvalHarnessError(f"--limit {self.limit}: must be a positive integer")
         if self.num_fewshot is not None and self.num_fewshot < 0:
             raise EvalHarnessError(f"--num-fewshot {self.num_fewshot}: must be >= 0")
-        if self.batch_size < 1:
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise EvalHarnessError(f"--batch-size {self.batch_size}: must be >= 1")
 
 
@@ -165,23 +169,41 @@ def evaluate(model: str | Backend, tasks: Sequence[str] | str, **options: Any) -
     return run(config, backend)
 
 
+def _attach_cache(backend: Backend, path: str | None) -> ResponseCache | None:
+    if path is None or not hasattr(backend, "cache"):
+        return None
+    cache = ResponseCache(path, backend.fingerprint())
+    backend.cache = cache
+    return cache
+
+
 def run(config: RunConfig, backend: Backend | None = None) -> EvalResults:
     started = time.time()
     seed_everything(config.seed)
     data = DataSource(config.data_dir)
-    renderer = PromptRenderer()
+    renderer = PromptRenderer(config.prompt_dir)
     planned = plan(config, data, renderer)  # bad tasks or data fail here, before the model loads
     if backend is None:
         from evalharness.hf import HFBackend
         from evalharness.hf.loader import ModelConfig
 
         backend = HFBackend(
-            ModelConfig(config.model, config.dtype, config.device, model_args=dict(config.model_args)),
+            ModelConfig(
+                config.model, config.dtype, config.device,
+                trust_remote_code=config.trust_remote_code, model_args=dict(config.model_args),
+            ),
             batch_size=config.batch_size,
             max_length=config.max_length,
         )
-    responses = run_requests(backend, planned)
+    cache = _attach_cache(backend, config.cache_path)
+    try:
+        responses = run_requests(backend, planned)
+    finally:
+        if cache is not None:
+            cache.close()
     results, samples = collect(config, planned, responses, backend, data, renderer)
+    if cache is not None:
+        results["cache"] = {"path": str(cache.path), "hits": cache.hits, "stored": cache.stored}
     results["wall_time_s"] = round(time.time() - started, 3)
     if config.output_dir:
         write_run(Path(config.output_dir), results, samples)

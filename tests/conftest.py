@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ STORIES = MODELS / "tinyllamas-stories260K"
 LLAMA_TOKENIZER = MODELS / "llama2-tokenizer"
 
 os.environ.setdefault("EVALHARNESS_NO_PROGRESS", "1")
+# Each test session gets its own response cache, so no test reads another session's answers.
+os.environ["EVALHARNESS_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="evalharness-test-"), "cache.sqlite")
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ def one_at_a_time(
     backend: HFBackend, requests: list[GenerateRequest], monkeypatch: pytest.MonkeyPatch
 ) -> list[GenerateResponse]:
     with monkeypatch.context() as patch:
-        patch.setattr(backend, "batch_size", 1)
+        patch.setattr(backend, "rows_per_batch", 1)
         return backend.generate(requests)
 
 
@@ -163,3 +163,21 @@ def test_max_new_tokens_must_leave_room_for_the_prompt(stories: HFBackend) -> No
     with pytest.raises(EvalHarnessError, match="max_new_tokens=512"):
         stories.generate([greedy("Once upon a time", max_new_tokens=512)])
     assert stories.generate([]) == []
+
+
+def test_shared_prefix_reuse_gives_identical_generations(stories: HFBackend) -> None:
+    """Few-shot prompts share a long head; computing it once must not change any output."""
+    head = "Once upon a time there was a little girl named Lily. She liked to play in the park. " * 2
+    requests = [
+        greedy(head + tail, max_new_tokens=40, stop=stop)
+        for tail, stop in [("One day", ()), ("Then her mom said", (".",)), ("The sun", ()), ("Tom", ("!",))]
+    ] + [sampled(head + "Later", seed=3)]
+    assert len(stories.encoder.encode_context(head, 0).ids) > 40
+    with_reuse = stories.generate(requests)
+    stories.reuse_prefixes = False
+    try:
+        without = stories.generate(requests)
+    finally:
+        stories.reuse_prefixes = True
+    assert [r.text for r in with_reuse] == [r.text for r in without]
+    assert [r.finish_reason for r in with_reuse] == [r.finish_reason for r in without]

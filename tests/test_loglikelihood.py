@@ -59,3 +59,38 @@ def test_same_seed_same_results(tiny_backend):
     second = evaluate(tiny_backend, ["mmlu_anatomy", "mmlu_virology"], limit=3, data_dir=str(DATA), seed=7)
     assert first.samples == second.samples
     assert first.results["tasks"] == second.results["tasks"]
+
+
+def _mmlu_requests(subtasks=("mmlu_anatomy", "mmlu_virology"), docs=6):
+    from evalharness.data import DataSource
+    from evalharness.prompting import PromptRenderer
+    from evalharness.selection import resolve
+
+    data, renderer, requests = DataSource(DATA), PromptRenderer(), []
+    for selection in resolve(list(subtasks)):
+        for subtask in selection.subtasks:
+            pool = selection.task.fewshot_pool(data, subtask)
+            for doc in selection.task.documents(data, subtask)[:docs]:
+                prompt = renderer.build(selection.task, doc, pool[:5])
+                requests += selection.task.requests(doc, prompt)
+    return requests
+
+
+@pytest.mark.parametrize("backend_name", ["tiny_backend", "stories_backend"])
+def test_shared_prefix_reuse_changes_nothing(request, backend_name):
+    from evalharness.hf import loglikelihood
+
+    backend = request.getfixturevalue(backend_name)
+    requests = _mmlu_requests() + REQUESTS[:2]
+    prepared = loglikelihood.prepare(backend.encoder, requests, backend.max_length)
+    batches = loglikelihood.plan(prepared, backend.batch_size)
+    if not any(p.truncated for p in prepared):  # left-truncated windows share no prefix
+        assert any(len(b.prefix) >= 100 for b in batches)  # the 5-shot prefixes were found
+    with_reuse = backend.loglikelihood(requests)
+    backend.reuse_prefixes = False
+    try:
+        without = backend.loglikelihood(requests)
+    finally:
+        backend.reuse_prefixes = True
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(with_reuse, without)) < 1e-5
+    assert [a.is_greedy for a in with_reuse] == [b.is_greedy for b in without]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from evalharness.cache import ResponseCache
 from evalharness.hf import loglikelihood
+from evalharness.hf.memory import auto_rows
+from evalharness.hf.prefix import BatchSize
 from evalharness.hf.loader import ModelConfig, load_model, weights_identity
 from evalharness.hf.tokenization import Encoder
 from evalharness.requests import (
@@ -14,6 +17,7 @@ from evalharness.requests import (
     GenerateResponse,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
+    Request,
 )
 
 log = logging.getLogger(__name__)
@@ -32,12 +36,23 @@ class HFBackend:
     """``transformers`` causal LM on torch. ``batch_size`` counts sequences per forward pass."""
 
     def __init__(
-        self, config: ModelConfig, batch_size: int = 8, max_length: int | None = None
+        self,
+        config: ModelConfig,
+        batch_size: int | str = 8,
+        max_length: int | None = None,
+        reuse_prefixes: bool = True,
     ) -> None:
         self.config = config
         self.batch_size = batch_size
+        self.reuse_prefixes = reuse_prefixes
+        self.cache: ResponseCache | None = None  # set by the runner (--cache / --no-cache)
+        self.generation_prefix: tuple[tuple[int, ...], Any] | None = None  # last prefix KV cache
         self.model, self.tokenizer, self.device = load_model(config)
         self.encoder = Encoder(self.tokenizer)
+        # "auto" sizes each batch from free memory and the length of its longest row.
+        self.rows_per_batch: BatchSize = (
+            auto_rows(self.model, self.device) if batch_size == "auto" else int(batch_size)
+        )
         self.max_length = max_length or context_length(self.model, self.tokenizer)
         eos = config.model_args.get("eos_token_id", self.model.generation_config.eos_token_id)
         self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
@@ -49,16 +64,36 @@ class HFBackend:
         if not requests:
             return []
         prepared = loglikelihood.prepare(self.encoder, requests, self.max_length)
-        return loglikelihood.score(
-            self.model, prepared, self.batch_size, self.device, self.pad_id
+        batches = loglikelihood.plan(prepared, self.rows_per_batch, self.reuse_prefixes)
+        keys, results = self._cached(requests)
+        computed = loglikelihood.score(
+            self.model, prepared, batches, self.device, self.pad_id,
+            on_batch=self._store(keys), skip=lambda indices: all(i in results for i in indices),
         )
+        results.update(computed)
+        return [results[i] for i in range(len(requests))]  # type: ignore[misc]
+
+    def _cached(self, requests: Sequence[Request]) -> tuple[list[str], dict[int, Any]]:
+        """Cache keys of the requests, and the responses already cached, by request index."""
+        if self.cache is None:
+            return [], {}
+        keys = self.cache.keys(requests)
+        found = self.cache.get_many(keys)
+        return keys, {i: found[k] for i, k in enumerate(keys) if k in found}
+
+    def _store(self, keys: list[str]) -> Callable[[list[int], Sequence[Any]], None] | None:
+        if self.cache is None:
+            return None
+        cache = self.cache
+        return lambda indices, responses: cache.put_many((keys[i], r) for i, r in zip(indices, responses))
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         if not requests:
             return []
         from evalharness.hf import generation
 
-        return generation.generate(self, requests)
+        keys, cached = self._cached(requests)
+        return generation.generate(self, requests, cached, self._store(keys))
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -70,6 +105,7 @@ class HFBackend:
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "device": self.device,
             "max_length": self.max_length,
+            "prefix_reuse": self.reuse_prefixes,
             "eos_token_ids": list(self.eos_token_ids),
             "model_args": dict(sorted(self.config.model_args.items())),
         }

@@ -7,14 +7,16 @@ output never depends on which requests it happened to be batched with.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalharness.errors import EvalHarnessError
+from evalharness.hf.compat import accepts, cache_kwargs, returned_cache
+from evalharness.hf.prefix import MIN_PREFIX, BatchSize, chunk, common_prefix_len
 from evalharness.progress import progress_bar
 from evalharness.requests import GenerateRequest, GenerateResponse, SamplingParams
 
@@ -51,16 +53,19 @@ def _prepare(backend: HFBackend, index: int, request: GenerateRequest) -> _Row:
     return _Row(index, request, window.ids, window.truncated, window.truncated_document)
 
 
-def _batches(rows: Sequence[_Row], batch_size: int) -> list[list[_Row]]:
+def _batches(rows: Sequence[_Row], batch_size: BatchSize) -> list[list[_Row]]:
     # Only the seed may differ inside a batch: the decode settings are applied per batch.
     groups: dict[SamplingParams, list[_Row]] = {}
     for row in rows:
         groups.setdefault(dataclasses.replace(row.request.sampling, seed=0), []).append(row)
     batches: list[list[_Row]] = []
-    for group in groups.values():
+    for params, group in groups.items():
         # Longest first: an out-of-memory error shows up at once, and padding stays small.
         group.sort(key=lambda r: (-len(r.prompt), r.prompt))
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        start = 0
+        for size in map(len, chunk([r.prompt for r in group], batch_size, params.max_new_tokens)):
+            batches.append(group[start : start + size])
+            start += size
     return batches
 
 
@@ -124,20 +129,29 @@ def _run_batch(backend: HFBackend, rows: list[_Row], bar: Any) -> dict[int, Gene
     if not params.greedy:
         for row in rows:
             row.generator = torch.Generator(device=device).manual_seed(row.request.sampling.seed)
-    width = max(len(r.prompt) for r in rows)
-    ids = torch.full((len(rows), width), backend.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):  # left padding: every row's next token lands in one column
-        ids[i, width - len(row.prompt) :] = torch.tensor(row.prompt)
-        mask[i, width - len(row.prompt) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=backend.model.config)
-    # transformers 5.2x renames ``past_key_values`` to ``cache``; older/remote models keep it.
-    parameters = inspect.signature(backend.model.forward).parameters
-    extra: dict[str, Any] = {"cache" if "cache" in parameters else "past_key_values": cache}
-    if "logits_to_keep" in parameters:
+    # Rows sharing a long prompt head (few-shot exemplars) compute it once and expand its cache.
+    prefix = shared_prefix([r.prompt for r in rows]) if backend.reuse_prefixes else ()
+    extra: dict[str, Any] = {}
+    if accepts(backend.model, "logits_to_keep"):
         extra["logits_to_keep"] = 1  # the vocabulary projection only at the last position
+    if prefix:
+        cache = copy.deepcopy(_prefix_cache(backend, prefix))
+        if len(rows) > 1:
+            cache.batch_repeat_interleave(len(rows))
+    else:
+        cache = DynamicCache(config=backend.model.config)
+    offset = len(prefix)
+    width = max(len(r.prompt) for r in rows) - offset
+    ids = torch.full((len(rows), width), backend.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), offset + width), dtype=torch.long)
+    mask[:, :offset] = 1
+    for i, row in enumerate(rows):  # left padding: every row's next token lands in one column
+        suffix = row.prompt[offset:]
+        ids[i, width - len(suffix) :] = torch.tensor(suffix)
+        mask[i, offset + width - len(suffix) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)[:, offset:]
+    extra.update(cache_kwargs(backend.model, cache))
     done: dict[int, GenerateResponse] = {}
     active = list(rows)
     while True:
@@ -171,17 +185,60 @@ def _run_batch(backend: HFBackend, rows: list[_Row], bar: Any) -> dict[int, Gene
         positions = positions[:, -1:] + 1
 
 
-def generate(backend: HFBackend, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
-    """Responses in the order of ``requests``."""
+def shared_prefix(prompts: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    """The prompts' common head, if long enough to pay; each row keeps at least one token."""
+    if len(prompts) < 2:
+        return ()
+    length = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for other in prompts[1:]:
+        length = min(length, common_prefix_len(first, other))
+    return first[:length] if length >= MIN_PREFIX else ()
+
+
+def _prefix_cache(backend: HFBackend, prefix: tuple[int, ...]) -> Any:
+    """KV cache of ``prefix`` (one row), kept while consecutive batches share it."""
     import torch
 
+    memo = backend.generation_prefix
+    if memo is None or memo[0] != prefix:
+        out = backend.model(
+            input_ids=torch.tensor([prefix], device=backend.device), use_cache=True,
+            **({"logits_to_keep": 1} if accepts(backend.model, "logits_to_keep") else {}),
+        )
+        memo = (prefix, returned_cache(out))
+        backend.generation_prefix = memo
+    return memo[1]
+
+
+def generate(
+    backend: HFBackend,
+    requests: Sequence[GenerateRequest],
+    cached: Mapping[int, GenerateResponse] | None = None,
+    on_batch: Callable[[list[int], list[GenerateResponse]], None] | None = None,
+) -> list[GenerateResponse]:
+    """Responses in the order of ``requests``.
+
+    Batches are planned over all requests first; a batch whose responses are all in ``cached``
+    is skipped, so a resumed run recomputes a request in the same batch as before.
+    """
+    import torch
+
+    cached = cached or {}
     rows = [_prepare(backend, i, r) for i, r in enumerate(requests)]
-    batches = _batches(rows, backend.batch_size)
+    backend.encoder.forget()
+    batches = _batches(rows, backend.rows_per_batch)
     log.debug("generate: %d requests in %d batches", len(rows), len(batches))
-    results: dict[int, GenerateResponse] = {}
+    results: dict[int, GenerateResponse] = dict(cached)
     with torch.inference_mode(), progress_bar(
         total=len(requests), desc="generate", unit="req"
     ) as bar:
         for batch in batches:
-            results.update(_run_batch(backend, batch, bar))
+            if all(row.index in cached for row in batch):
+                bar.update(len(batch))
+                continue
+            done = _run_batch(backend, batch, bar)
+            results.update(done)
+            if on_batch is not None:
+                on_batch(list(done), list(done.values()))
     return [results[i] for i in range(len(requests))]

@@ -1,20 +1,30 @@
-"""Batched log-likelihood scoring on a causal LM.
+"""Batched log-likelihood scoring on a causal LM, reusing every shared prefix.
 
-Requests whose model inputs are identical (MMLU's four single-token answers after the same
-question) share one forward pass, and the vocabulary projection and log-softmax run only at
-the continuation positions, never over every position of the batch.
+Three savings, none of which changes a number beyond float rounding:
+- requests with identical model inputs (MMLU's four single-token answers) share one row;
+- rows that share a long token prefix (a subject's 5-shot exemplars) are grouped, the prefix's
+  key/value cache is computed once, and only the suffixes run, batched against it;
+- the vocabulary projection and log-softmax run only at continuation positions.
+Batches are planned from the whole request list before any cache lookup, so a resumed run
+recomputes a missing request in exactly the batch it had the first time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from evalharness.errors import EvalHarnessError
+from evalharness.hf.compat import cache_kwargs, returned_cache
+from evalharness.hf.prefix import Batch, BatchSize, plan_batches
 from evalharness.hf.tokenization import Encoder
 from evalharness.progress import progress_bar
 from evalharness.requests import LoglikelihoodRequest, LoglikelihoodResponse
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ def prepare(
         [s for r in requests for s in (r.context.rstrip(), r.context + r.continuation)]
     )
     prepared = []
+    shared: dict[tuple[int, ...], tuple[int, ...]] = {}  # one tuple per distinct input
     for request in requests:
         context, continuation = encoder.encode_pair(
             request.context, request.continuation, request.protected_chars
@@ -43,62 +54,125 @@ def prepare(
                 f"{max_length}-token context"
             )
         window = encoder.fit(context, max_length - len(continuation) + 1)
+        inputs = window.ids + continuation[:-1]
         prepared.append(
             PreparedRequest(
-                window.ids + continuation[:-1],
+                shared.setdefault(inputs, inputs),
                 continuation,
                 window.truncated,
                 window.truncated_document,
             )
         )
+    encoder.forget()
     return prepared
+
+
+def plan(prepared: Sequence[PreparedRequest], batch_size: BatchSize, reuse_prefixes: bool = True) -> list[Batch]:
+    # A row's prefix may not reach into the positions whose outputs score its continuation.
+    scored_from: dict[tuple[int, ...], int] = {}
+    for item in prepared:
+        start = len(item.inputs) - len(item.continuation)
+        scored_from[item.inputs] = min(scored_from.get(item.inputs, start), start)
+    return plan_batches(scored_from, batch_size, reuse_prefixes)
 
 
 def score(
     model: Any,
     prepared: Sequence[PreparedRequest],
-    batch_size: int,
+    batches: Sequence[Batch],
     device: str,
     pad_id: int,
-    desc: str = "loglikelihood",
-) -> list[LoglikelihoodResponse]:
+    on_batch: Callable[[list[int], list[LoglikelihoodResponse]], None] | None = None,
+    skip: Callable[[list[int]], bool] | None = None,
+) -> dict[int, LoglikelihoodResponse]:
+    """Responses by request index, for every batch not skipped; ``on_batch`` sees each batch."""
     import torch
 
-    groups: dict[tuple[int, ...], list[int]] = {}
+    members: dict[tuple[int, ...], list[int]] = {}
     for index, item in enumerate(prepared):
-        groups.setdefault(item.inputs, []).append(index)
-    # Longest first: an out-of-memory error shows up at once, and padding stays small.
-    ordered = sorted(groups, key=lambda ids: (-len(ids), ids))
+        members.setdefault(item.inputs, []).append(index)
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    results: list[LoglikelihoodResponse | None] = [None] * len(prepared)
+    results: dict[int, LoglikelihoodResponse] = {}
+    prefix_cache: tuple[tuple[int, ...], Any] = ((), None)
 
-    with torch.inference_mode(), progress_bar(total=len(ordered), desc=desc, unit="seq") as bar:
-        for start in range(0, len(ordered), batch_size):
-            batch = ordered[start : start + batch_size]
-            width = len(batch[0])
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            for row, inputs in enumerate(batch):
-                ids[row, : len(inputs)] = torch.tensor(inputs)
-            # Right padding under a causal mask: no real position can see a pad token, so no
-            # padding mask is needed and attention takes its fused causal path.
-            hidden = decoder(input_ids=ids.to(device))[0]
-            for row, inputs in enumerate(batch):
-                for index in groups[inputs]:
+    total = sum(len(b.rows) for b in batches)
+    queue = list(reversed(batches))
+    with torch.inference_mode(), progress_bar(total=total, desc="loglikelihood", unit="seq") as bar:
+        while queue:
+            batch = queue.pop()
+            if skip is not None and skip([i for row in batch.rows for i in members[row]]):
+                bar.update(len(batch.rows))
+                continue
+            try:
+                if batch.prefix and prefix_cache[0] != batch.prefix:
+                    out = decoder(input_ids=torch.tensor([batch.prefix], device=device), use_cache=True)
+                    prefix_cache = (batch.prefix, returned_cache(out))
+                hidden = _forward(decoder, batch, prefix_cache[1] if batch.prefix else None, device, pad_id)
+            except torch.OutOfMemoryError:
+                queue.extend(reversed(split_on_oom(batch)))
+                continue
+            offset = len(batch.prefix)
+            done_indices, done = [], []
+            for row, inputs in enumerate(batch.rows):
+                for index in members[inputs]:
                     item = prepared[index]
-                    n = len(item.continuation)
-                    logits = head(hidden[row, len(inputs) - n : len(inputs)]).float()
+                    n, end = len(item.continuation), len(inputs) - offset
+                    logits = head(hidden[row, end - n : end]).float()
                     if softcap:
                         logits = torch.tanh(logits / softcap) * softcap
                     logprobs = torch.log_softmax(logits, dim=-1)
                     target = torch.tensor(item.continuation, device=logprobs.device)
                     picked = logprobs.gather(1, target[:, None]).squeeze(1)
-                    results[index] = LoglikelihoodResponse(
+                    response = LoglikelihoodResponse(
                         logprob=float(picked.sum()),
                         is_greedy=bool((logprobs.argmax(dim=-1) == target).all()),
                         num_tokens=n,
                         truncated=item.truncated,
                         truncated_document=item.truncated_document,
                     )
-            bar.update(len(batch))
-    return [r for r in results if r is not None]
+                    results[index] = response
+                    done_indices.append(index)
+                    done.append(response)
+            if on_batch is not None:
+                on_batch(done_indices, done)
+            bar.update(len(batch.rows))
+    return results
+
+
+def split_on_oom(batch: Batch) -> list[Batch]:
+    """Halve a batch that ran out of (GPU) memory; a single row that does not fit is an error."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if len(batch.rows) == 1:
+        raise EvalHarnessError(
+            f"out of memory on a single sequence of {len(batch.rows[0])} tokens;"
+            " try --dtype bfloat16 or --max-length"
+        )
+    half = len(batch.rows) // 2
+    log.warning("out of memory on a batch of %d; retrying as %d + %d", len(batch.rows), half, len(batch.rows) - half)
+    return [Batch(batch.prefix, batch.rows[:half]), Batch(batch.prefix, batch.rows[half:])]
+
+
+def _forward(decoder: Any, batch: Batch, prefix_cache: Any, device: str, pad_id: int) -> Any:
+    """Hidden states of the batch's suffixes (everything after the shared prefix)."""
+    import torch
+
+    offset = len(batch.prefix)
+    width = max(len(r) for r in batch.rows) - offset
+    ids = torch.full((len(batch.rows), width), pad_id, dtype=torch.long)
+    for row, inputs in enumerate(batch.rows):
+        ids[row, : len(inputs) - offset] = torch.tensor(inputs[offset:])
+    # Right padding under a causal mask: no real position can see a pad token, so no padding
+    # mask is needed and attention keeps its fused causal path.
+    if prefix_cache is None:
+        return decoder(input_ids=ids.to(device), use_cache=False)[0]
+    cache = copy.deepcopy(prefix_cache)
+    if len(batch.rows) > 1:
+        cache.batch_repeat_interleave(len(batch.rows))
+    positions = torch.arange(offset, offset + width, device=device).expand(len(batch.rows), -1)
+    return decoder(
+        input_ids=ids.to(device), position_ids=positions, use_cache=True, **cache_kwargs(decoder, cache)
+    )[0]

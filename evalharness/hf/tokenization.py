@@ -30,6 +30,9 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
     return tokenizer
 
 
+ENCODE_CHUNK = 256
+
+
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -66,6 +69,9 @@ class Encoder:
         # An empty context still needs one token to condition on (lm-eval uses EOS too).
         self.start_ids = self.prefix_ids or (int(tokenizer.eos_token_id),)
         self._memo: dict[str, tuple[int, ...]] = {}
+        # Token tuples share one int object per id: 8 bytes per token instead of 36, which is
+        # the difference between 1 and 9 GB of RAM on the full MMLU.
+        self._ints = list(range(len(tokenizer) + 1024))
 
     def _detect_prefix_ids(self) -> tuple[int, ...]:
         with_special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -76,13 +82,26 @@ class Encoder:
         return ()
 
     def encode_many(self, texts: Sequence[str]) -> list[tuple[int, ...]]:
-        """Encode without special tokens, in one batched call for the strings not seen yet."""
+        """Encode without special tokens, in batched calls for the strings not seen yet."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._memo and t))
-        if missing:
-            encoded = self.tokenizer(missing, add_special_tokens=False)["input_ids"]
-            for text, ids in zip(missing, encoded):
-                self._memo[text] = tuple(int(i) for i in ids)
+        ints = self._ints
+        # Chunks bound the tokenizer's per-token bookkeeping (offsets, strings) to a few MB.
+        for start in range(0, len(missing), ENCODE_CHUNK):
+            chunk = missing[start : start + ENCODE_CHUNK]
+            for text, ids in zip(chunk, self._encode_batch(chunk)):
+                self._memo[text] = tuple(ints[i] for i in ids)
         return [self._memo[t] if t else () for t in texts]
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and hasattr(backend, "encode_batch_fast"):
+            # The Rust pipeline without offsets: the same ids, several times faster.
+            return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return list(self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+    def forget(self) -> None:
+        """Drop memoised encodings once a request list is prepared."""
+        self._memo.clear()
 
     def encode_context(self, context: str, protected_chars: int) -> EncodedContext:
         ids, head = self.encode_many([context, context[: len(context) - protected_chars]])
