@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     run.add_argument("--prompt-dir", help="folder of your own Jinja templates, searched before prompts/")
     run.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    run.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat format (Llama-2-chat fallback)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
 
     commands.add_parser("tasks", help="list the registered tasks")
@@ -119,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         task_args=parse_kv(args.task_args, "--task-args"),
         prompt_dir=args.prompt_dir,
+        apply_chat_template=args.apply_chat_template,
         trust_remote_code=args.trust_remote_code,
         cache_path=None if args.no_cache else (args.cache or str(default_cache_path())),
     )

@@ -59,7 +59,12 @@ class PromptRenderer:
             line = _template_line(exc, template)
             raise TemplateError(f"prompt template {name}{line}: {exc.message}") from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"prompt template {name}: {exc}") from None
+            raise TemplateError(f"prompt template {name}{_template_line(exc, template)}: {exc}") from None
+        except Exception as exc:  # a user template can raise anything: 1/0, bad indexing, ...
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            raise TemplateError(
+                f"prompt template {name}{_template_line(exc, template)}: {type(exc).__name__}: {message}"
+            ) from None
 
     def build(self, task: Task, doc: Doc, shots: Sequence[Doc]) -> Prompt:
         """description + k × (example + delimiter + answer + separator) + the test example."""

@@ -20,7 +20,7 @@ from evalharness.cache import ResponseCache
 from evalharness.data import DataSource
 from evalharness.errors import EvalHarnessError, UnknownNameError
 from evalharness.registry import did_you_mean
-from evalharness.prompting import PromptRenderer
+from evalharness.prompting import PromptRenderer, sha256_text
 from evalharness.requests import (
     GenerateRequest,
     GenerateResponse,
@@ -55,6 +55,7 @@ class RunConfig:
     task_args: Mapping[str, Any] = field(default_factory=dict)
     cache_path: str | None = None  # response cache (SQLite); None disables it
     prompt_dir: str | None = None  # user templates, searched before prompts/ (sandboxed)
+    apply_chat_template: bool = False
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
@@ -169,6 +170,29 @@ def evaluate(model: str | Backend, tasks: Sequence[str] | str, **options: Any) -
     return run(config, backend)
 
 
+def _wrap_for_chat(planned: list[PlannedDoc], backend: Backend, renderer: PromptRenderer) -> list[PlannedDoc]:
+    """Each prompt becomes one user turn; the document part stays protected from truncation."""
+    from evalharness.chat import chat_wrapper
+
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None:
+        raise EvalHarnessError("--apply-chat-template needs a backend with a tokenizer")
+    wrapper = chat_wrapper(tokenizer, renderer)
+    wrapped = []
+    for item in planned:
+        text = wrapper.wrap(item.prompt.text)
+        prompt = dataclasses.replace(
+            item.prompt, text=text, document_chars=item.prompt.document_chars + len(wrapper.after),
+            sha256=sha256_text(text),
+        )
+        requests = tuple(
+            dataclasses.replace(r, context=wrapper.wrap(r.context), protected_chars=r.protected_chars + len(wrapper.after))
+            for r in item.requests
+        )
+        wrapped.append(dataclasses.replace(item, prompt=prompt, requests=requests))
+    return wrapped
+
+
 def _attach_cache(backend: Backend, path: str | None) -> ResponseCache | None:
     if path is None or not hasattr(backend, "cache"):
         return None
@@ -195,6 +219,8 @@ def run(config: RunConfig, backend: Backend | None = None) -> EvalResults:
             batch_size=config.batch_size,
             max_length=config.max_length,
         )
+    if config.apply_chat_template:
+        planned = _wrap_for_chat(planned, backend, renderer)
     cache = _attach_cache(backend, config.cache_path)
     try:
         responses = run_requests(backend, planned)

@@ -67,3 +67,42 @@ def test_invalid_cli_value():
     proc = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "mmlu", "--limit", "0")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--limit" in proc.stderr
+
+
+def test_template_with_an_undefined_variable(tmp_path):
+    (tmp_path / "mmlu").mkdir()
+    (tmp_path / "mmlu" / "default.jinja").write_text("{{ question }}\nA. {{ choices[0] }}\n{{ questoin }}\nAnswer:\n")
+    proc = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "mmlu_anatomy", "--data-dir", str(DATA),
+                   "--prompt-dir", str(tmp_path), "--limit", "1")
+    _assert_one_line_error(proc, "mmlu/default.jinja", "line 3", "'questoin' is undefined")
+
+
+def test_unreadable_data_file(tmp_path):
+    shutil.copytree(DATA / "mmlu" / "dev", tmp_path / "mmlu" / "dev")
+    (tmp_path / "mmlu" / "test").mkdir()
+    (tmp_path / "mmlu" / "test" / "anatomy_test.csv").write_bytes(b"\xff\xfe\xfa not utf-8\n")
+    proc = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "mmlu_anatomy", "--data-dir", str(tmp_path))
+    _assert_one_line_error(proc, "anatomy_test.csv", "unreadable")
+
+
+def test_unknown_task_option():
+    proc = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "gsm8k", "--data-dir", str(DATA), "--task-args", "sample=3")
+    _assert_one_line_error(proc, "sample", "did you mean: samples")
+
+
+def test_debug_shows_the_traceback():
+    proc = run_cli("--debug", "run", "--model", str(TINY_LLAMA), "--tasks", "nope", "--data-dir", str(DATA))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_finished_work_survives_a_late_error(tmp_path):
+    """A failure after scoring started never deletes earlier results: outputs are atomic renames."""
+    out = tmp_path / "out"
+    first = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "mmlu_anatomy", "--limit", "2",
+                    "--data-dir", str(DATA), "--output", str(out))
+    assert first.returncode == 0
+    before = (out / "results.json").read_text()
+    bad = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "mmlu_anatomyy", "--data-dir", str(DATA), "--output", str(out))
+    assert bad.returncode != 0
+    assert (out / "results.json").read_text() == before
+    assert not list(out.glob(".*.tmp"))
