@@ -31,7 +31,7 @@ from evalharness.requests import (
 )
 from evalharness.results import SCHEMA_VERSION, format_table, metrics_to_dict, write_run
 from evalharness.selection import Selection, resolve
-from evalharness.task import Doc, Outcome, Prompt
+from evalharness.task import Doc, Outcome, Prompt, TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,26 @@ def _full_text(config: RunConfig, item: PlannedDoc, got: Sequence[Response]) -> 
     return {"full_text": texts[0] if len(texts) == 1 else texts} if texts else {}
 
 
+def score_all(
+    config: RunConfig, planned: Sequence[PlannedDoc], responses: Sequence[Sequence[Response]]
+) -> list[Outcome]:
+    """Per-document scores, then each task's ``finalize`` over all of its documents at once
+    (where judge models and classifiers run, batched)."""
+    scored = [item.selection.task.score(item.doc, got) for item, got in zip(planned, responses)]
+    context = TaskContext(config.device, config.dtype, config.batch_size, config.seed, config.data_dir)
+    by_task: dict[str, list[int]] = {}
+    for index, item in enumerate(planned):
+        by_task.setdefault(item.selection.task.name, []).append(index)
+    for indices in by_task.values():
+        task = planned[indices[0]].selection.task
+        final = task.finalize([(planned[i].doc, scored[i]) for i in indices], context)
+        if len(final) != len(indices):
+            raise RuntimeError(f"{task.name}.finalize returned {len(final)} outcomes for {len(indices)}")
+        for i, outcome in zip(indices, final):
+            scored[i] = outcome
+    return scored
+
+
 def collect(
     config: RunConfig,
     planned: Sequence[PlannedDoc],
@@ -253,12 +273,12 @@ def collect(
     data: DataSource,
     renderer: PromptRenderer,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    scored = score_all(config, planned, responses)
     outcomes: dict[str, dict[str, list[Outcome]]] = {}
     truncated: dict[str, list[int]] = {}
     samples = []
-    for item, got in zip(planned, responses):
+    for item, got, outcome in zip(planned, responses, scored):
         task = item.selection.task
-        outcome = task.score(item.doc, got)
         outcomes.setdefault(task.name, {}).setdefault(item.doc.subtask, []).append(outcome)
         counts = truncated.setdefault(task.name, [0, 0])
         counts[0] += any(getattr(r, "truncated", False) for r in got)

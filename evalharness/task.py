@@ -55,6 +55,17 @@ class Aggregate:
     groups: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TaskContext:
+    """Run settings a task's ``finalize`` may need to load its own judge or classifier."""
+
+    device: str
+    dtype: str
+    batch_size: int | str
+    seed: int
+    data_dir: str | None
+
+
 class Task(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
@@ -110,6 +121,16 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome: ...
+
+    def finalize(
+        self, scored: Sequence[tuple[Doc, Outcome]], context: TaskContext
+    ) -> list[Outcome]:
+        """A second pass over all of the task's scored documents; the default keeps them.
+
+        Tasks whose scores need another model (a truthfulness judge, a toxicity classifier)
+        override this to run it once, batched, over every document.
+        """
+        return [outcome for _, outcome in scored]
 
     def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
         """Default: metrics pooled over every document, and per subtask."""
