@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evalharness import gate_cli
 from evalharness.errors import EvalHarnessError
 
 log = logging.getLogger("evalharness")
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
 
     commands.add_parser("tasks", help="list the registered tasks")
+    gate_cli.add_parser(commands)
     return parser
 
 
@@ -149,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     try:
-        return {"run": cmd_run, "tasks": cmd_tasks}[args.command](args)
+        return {"run": cmd_run, "tasks": cmd_tasks, "gate": gate_cli.run}[args.command](args)
     except EvalHarnessError as exc:
         if args.debug:
             raise

@@ -36,6 +36,9 @@ def atomic_write(path: Path, lines: Iterable[str]) -> None:
     """Write to a temporary file beside ``path`` and rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for line in lines:
