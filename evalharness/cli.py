@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness import gate_cli
+from evalharness import gate_cli, report_cli
 from evalharness.errors import EvalHarnessError
 
 log = logging.getLogger("evalharness")
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("tasks", help="list the registered tasks")
     gate_cli.add_parser(commands)
+    report_cli.add_parser(commands)
     return parser
 
 
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     try:
-        return {"run": cmd_run, "tasks": cmd_tasks, "gate": gate_cli.run}[args.command](args)
+        return {"run": cmd_run, "tasks": cmd_tasks, "gate": gate_cli.run, "report": report_cli.run}[args.command](args)
     except EvalHarnessError as exc:
         if args.debug:
             raise

@@ -220,16 +220,14 @@ def _close(a: Any, b: Any, tolerance: float) -> bool:
 
 def compare_card(cand: Run, card: str, tolerance: float, alpha: float = 0.05) -> GateReport:
     """Gate a run against the card's published numbers, which carry no standard errors."""
-    from evalharness.card import reference
+    from evalharness.card import measured, reference
 
-    references = reference(card)
-    measured = _metrics(cand)
     raw = []
-    for (task, metric), ref in sorted(references.items()):
-        if (task, metric) not in measured:
+    for (task, metric), ref in sorted(reference(card).items()):
+        m = measured(cand.results, task, metric)
+        if not m or m.get("value") is None:
             continue
-        m = measured[(task, metric)]
-        ours, card_value = m["value"], ref.value / 100 if ref.value > 1 else ref.value
+        ours, card_value = m["value"], ref.value
         se = m.get("stderr") or 0.0
         gain = (ours - card_value) if ref.higher_is_better else (card_value - ours)
         # One-sided: is our number credibly below the card's by more than the tolerance?

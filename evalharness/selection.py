@@ -38,6 +38,19 @@ def all_tasks() -> list[Task]:
     return [TASKS.get(name)() for name in TASKS.names()]
 
 
+def _expand_groups(names: Sequence[str]) -> list[str]:
+    """``llama2_card``: every registered task of the card, each with its card shot count."""
+    expanded = []
+    for name in names:
+        if name.strip() == "llama2_card":
+            from evalharness.card import registered_card_tasks
+
+            expanded += registered_card_tasks()
+        else:
+            expanded.append(name)
+    return expanded
+
+
 def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> list[Selection]:
     """Each name is a task (all its subtasks) or one subtask, e.g. ``mmlu_anatomy``.
 
@@ -48,7 +61,7 @@ def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> l
     by_subtask = {sub: task for task in tasks for sub in task.subtasks()}
     by_name = {task.name: task for task in tasks}
     chosen: dict[str, list[str]] = {}
-    for raw in names:
+    for raw in _expand_groups(names):
         name = raw.strip()
         if name in by_name:
             subs = by_name[name].subtasks()
@@ -56,7 +69,7 @@ def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> l
         elif name in by_subtask:
             subs, owner = [name], by_subtask[name]
         else:
-            known = sorted(set(by_name) | set(by_subtask))
+            known = sorted(set(by_name) | set(by_subtask) | {"llama2_card"})
             raise UnknownNameError(
                 f"unknown task {name!r}{did_you_mean(name, known)} (`evalharness tasks` lists them)"
             )

@@ -123,3 +123,12 @@ def test_bootstrap_is_seeded_and_sensible():
 def test_holm_and_z_by_hand():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.z_test(0.5, 0.01, 0.5 - 1.96 * 2**0.5 * 0.01, 0.01) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_gate_against_the_card(runs):
+    """The tiny random model is far below Llama 2 7B's MMLU: a credible shortfall fails."""
+    proc = _gate("--card", "llama-2-7b", "--tolerance", "2", "--candidate", str(runs[0]))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "vs card (our stderr only)" in proc.stdout and "45.30" in proc.stdout
+    lenient = _gate("--card", "llama-2-7b", "--tolerance", "40", "--candidate", str(runs[0]))
+    assert lenient.returncode == 0, lenient.stdout
