@@ -12,9 +12,13 @@ class MetricValue:
     value: float
     stderr: float
     n: int
+    ci: tuple[float, float] | None = None  # a confidence interval, where the task computes one
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"value": self.value, "stderr": self.stderr, "n": self.n}
+        out: dict[str, float | int] = {"value": self.value, "stderr": self.stderr, "n": self.n}
+        if self.ci is not None:
+            out["ci_low"], out["ci_high"] = self.ci
+        return out
 
 
 def mean_with_stderr(values: Sequence[float]) -> MetricValue:
