@@ -68,12 +68,23 @@ def format_table(results: Mapping[str, Any]) -> str:
         for group, metrics in task.get("groups", {}).items():
             for metric, m in metrics.items():
                 rows.append((f"  {group}", metric, _pct(m["value"]), _pct(m["stderr"]), str(m["n"])))
+        note = _scoring_note(task)
+        if note:
+            rows.append((f"  ({note})", "", "", "", ""))
         if task.get("truncated_documents"):
             rows.append((f"  (truncated prompts: {task['truncated_documents']})", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _scoring_note(task: Mapping[str, Any]) -> str:
+    """Which judge or classifier scored the task, and whether that approximates the card."""
+    parts = [f"{key}: {task[key]}" for key in ("judge", "classifier") if isinstance(task.get(key), str)]
+    if task.get("approximate"):
+        parts.append("approximate")
+    return ", ".join(parts)
 
 
 def _pct(value: float | None) -> str:
