@@ -65,6 +65,10 @@ class DataSource:
         except (OSError, UnicodeDecodeError, EOFError) as exc:
             raise DataError(f"data file {path} is unreadable: {exc}") from exc
 
+    def read_text(self, *parts: str) -> str:
+        """A whole text file (gunzipped if it ends in .gz), hashed like every other read."""
+        return self._text(self.path(*parts))
+
     def read_csv(self, *parts: str, columns: int, header: bool = False) -> list[list[str]]:
         """Rows of a CSV with exactly ``columns`` fields; text stays text (no NaN for 'None')."""
         path = self.path(*parts)
