@@ -85,3 +85,19 @@ def test_fit_keeps_bos_and_drops_fewshot_text_first():
     deep = encoder.fit(context, budget=3)
     assert deep.ids == (1, 14, 15) and deep.truncated_document
     assert encoder.fit(context, budget=7).truncated is False
+
+
+def test_tokenizer_without_bos_gets_no_start_token():
+    """GPT-2-style tokenizers (e.g. SmolLM2) add no BOS: nothing may be prepended to the text,
+    and only an empty context falls back to EOS (as lm-eval does)."""
+    tokenizer = load_tokenizer(str(LLAMA_TOKENIZER))
+    tokenizer.backend_tokenizer.post_processor = None  # stop adding <s>
+    encoder = Encoder(tokenizer)
+    assert encoder.prefix_ids == ()
+    context, continuation = encoder.encode_pair("Hello", " world")
+    assert context.ids == tuple(encoder.encode_many(["Hello"])[0])
+    assert context.ids + continuation == tuple(encoder.encode_many(["Hello world"])[0])
+    empty, _ = encoder.encode_pair("", " hi")
+    assert empty.ids == (tokenizer.eos_token_id,)
+    assert encoder.encode_context("", 0).ids == (tokenizer.eos_token_id,)
+    assert encoder.encode_context("Hi", 0).ids[0] != tokenizer.eos_token_id

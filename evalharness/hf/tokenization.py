@@ -66,8 +66,11 @@ class Encoder:
         self.prefix_ids = self._detect_prefix_ids()
         if not self.prefix_ids and tokenizer.eos_token_id is None:
             raise EvalHarnessError("tokenizer has neither a BOS nor an EOS token to start a prompt")
-        # An empty context still needs one token to condition on (lm-eval uses EOS too).
-        self.start_ids = self.prefix_ids or (int(tokenizer.eos_token_id),)
+        # Tokens the model reads before any text: BOS where the tokenizer adds one (Llama), none
+        # otherwise (GPT-2-style BPE, e.g. SmolLM2). An empty context still needs one token to
+        # condition on, and then gets EOS, as lm-eval does.
+        self.start_ids = self.prefix_ids
+        self.empty_context_ids = self.prefix_ids or (int(tokenizer.eos_token_id),)
         self._memo: dict[str, tuple[int, ...]] = {}
         # Token tuples share one int object per id: 8 bytes per token instead of 36, which is
         # the difference between 1 and 9 GB of RAM on the full MMLU.
@@ -106,7 +109,8 @@ class Encoder:
     def encode_context(self, context: str, protected_chars: int) -> EncodedContext:
         ids, head = self.encode_many([context, context[: len(context) - protected_chars]])
         boundary = _common_prefix_len(ids, head) if protected_chars else len(ids)
-        return EncodedContext(self.start_ids + ids, len(self.start_ids) + boundary)
+        start = self.start_ids if ids else self.empty_context_ids
+        return EncodedContext(start + ids, len(start) + boundary)
 
     def encode_pair(
         self, context: str, continuation: str, protected_chars: int = 0
@@ -125,8 +129,8 @@ class Encoder:
             raise EvalHarnessError(f"continuation {continuation!r} encodes to no tokens")
         split = min(_common_prefix_len(whole, ctx_ids), len(whole) - 1)
         boundary = min(_common_prefix_len(ctx_ids, head), split) if protected_chars else split
-        start = len(self.start_ids)
-        return EncodedContext(self.start_ids + whole[:split], start + boundary), whole[split:]
+        start = self.start_ids if split else self.empty_context_ids
+        return EncodedContext(start + whole[:split], len(start) + boundary), whole[split:]
 
     def fit(self, context: EncodedContext, budget: int) -> Window:
         """Left-truncate a context to ``budget`` tokens, keeping its BOS/start tokens.
