@@ -1,0 +1,252 @@
+"""Speed and agreement of evalharness against lm-evaluation-harness, on the same model, data and prompts.
+
+    tox -e bench                 # the full comparison (about 25 minutes on 2 cores); writes benchmarks/RESULTS.md
+    tox -e bench -- --quick      # a smoke version in a few minutes; writes benchmarks/.cache/RESULTS-quick.md
+
+Each harness runs in its own subprocess per row (task × model); wall time, CPU time and peak RSS
+are those of that process. Every finished row is appended to ``.cache/results.jsonl``, keyed by its
+settings and the code revisions, so an interrupted run resumes where it stopped (``--fresh`` reruns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import compare
+import harnesses
+import lmeval_setup
+import report
+import smollm2
+from harnesses import Workload
+
+log = logging.getLogger("bench")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# The ten MMLU subjects with the shortest 5-shot prompts (first 20 test questions), fixed.
+SUBJECTS = (
+    "world_religions", "miscellaneous", "abstract_algebra", "management", "conceptual_physics",
+    "electrical_engineering", "philosophy", "anatomy", "human_aging", "medical_genetics",
+)  # fmt: skip
+TASKS = ("mmlu", "gsm8k", "truthfulqa_mc2")
+MODELS = ("smollm2", "tiny")
+BENCH_VERSION = 3  # part of every stored row's key: bump when a row's content changes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    shared = Path(os.environ.get("EVALHARNESS_SHARED", REPO.parent / "shared"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, no batch-size search: a smoke run")
+    p.add_argument("--fresh", action="store_true", help="rerun rows already in .cache/results.jsonl")
+    p.add_argument(
+        "--rerun-disturbed", action="store_true", help="rerun stored rows that other processes' CPU use disturbed"
+    )
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated: smollm2, tiny")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: mmlu, gsm8k, truthfulqa_mc2")
+    p.add_argument("--tiny-tasks", default="mmlu,gsm8k", help="the tasks run on tiny-random-llama2")
+    p.add_argument("--mmlu-subjects", default=",".join(SUBJECTS), help="comma-separated MMLU subjects")
+    p.add_argument("--limit", type=int, default=20, help="MMLU questions per subject (default 20)")
+    p.add_argument("--gsm8k-limit", type=int, default=30)
+    p.add_argument("--truthfulqa-limit", type=int, default=200)
+    p.add_argument("--ours-batch-size", type=int, default=8)
+    p.add_argument("--lm-eval-batch-size", type=int, help="skip the search and use this batch size")
+    p.add_argument("--search-batch-sizes", default="1,8,32", help="lm-eval batch sizes to try")
+    p.add_argument("--search-questions", type=int, default=50, help="MMLU questions in the search slice")
+    p.add_argument("--data-dir", type=Path, default=shared / "data")
+    p.add_argument("--tiny-model", type=Path, default=shared / "models" / "tiny-random-llama2")
+    p.add_argument("--cache-dir", type=Path, default=HERE / ".cache")
+    p.add_argument("--results-md", type=Path, help="default: RESULTS.md here (--quick: in the cache)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.mmlu_subjects = ",".join(args.mmlu_subjects.split(",")[:2])
+        args.limit, args.gsm8k_limit, args.truthfulqa_limit = min(args.limit, 3), min(args.gsm8k_limit, 2), 5
+        args.lm_eval_batch_size = args.lm_eval_batch_size or 8
+    if args.results_md is None:
+        args.results_md = args.cache_dir / "RESULTS-quick.md" if args.quick else HERE / "RESULTS.md"
+    return args
+
+
+def code_revision() -> str:
+    """HEAD of this repository, plus a hash of any uncommitted change to the harness (read-only git)."""
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True, check=True).stdout
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", "evalharness", "tasks", "prompts", "pyproject.toml")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:10]}" if diff else "")
+
+
+class ResultStore:
+    """Rows as JSON lines, each with the key it was computed for; the last row per key wins."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text("utf-8").splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.rows[self.id(entry["key"])] = entry
+
+    @staticmethod
+    def id(key: dict[str, Any]) -> str:
+        return json.dumps(key, sort_keys=True)
+
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.rows.get(self.id(key))
+
+    def add(self, key: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        entry = {"key": key, **row}
+        self.rows[self.id(key)] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        return entry
+
+
+def search_batch_size(args: argparse.Namespace, model: Path, store: ResultStore, include: Path) -> dict[str, Any]:
+    """lm-eval's fastest batch size (process wall time) on an MMLU slice of ``--search-questions``."""
+    subjects = args.mmlu_subjects.split(",")
+    per_subject = max(1, args.search_questions // len(subjects))
+    sizes = [int(b) for b in args.search_batch_sizes.split(",")]
+    key = {"kind": "lm_eval_batch_search", "model": model.name, "subjects": subjects, "limit": per_subject,
+           "batch_sizes": sizes, "lm_eval": report.machine()["versions"]["lm_eval"]}  # fmt: skip
+    if (found := store.get(key)) and not args.fresh and not (args.rerun_disturbed and _search_disturbed(found)):
+        log.info("lm-eval batch size %s from an earlier search", found["winner"])
+        return found
+    walls: dict[str, float] = {}
+    others: dict[str, float] = {}
+    for size in sizes:
+        w = Workload("mmlu", model, per_subject, tuple(subjects), args.ours_batch_size, size)
+        name = f"search-lm-eval-bs{size}"
+        out, log_file = args.cache_dir / "runs" / name, args.cache_dir / "logs" / f"{name}.log"
+        measured = harnesses.run_lm_eval(w, include, _clean(out), log_file).measured
+        walls[str(size)], others[str(size)] = measured.wall_s, measured.others_cpu_s
+    winner = int(min(walls, key=walls.__getitem__))
+    log.info("lm-eval batch size search: %s -> %d wins", walls, winner)
+    row = {"winner": winner, "wall_s": walls, "others_cpu_s": others, "questions": per_subject * len(subjects)}
+    return store.add(key, row)
+
+
+def _search_disturbed(search: dict[str, Any]) -> bool:
+    return any(search["others_cpu_s"].get(size, 0.0) > 0.1 * wall for size, wall in search["wall_s"].items())
+
+
+def _clean(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def run_row(
+    w: Workload, args: argparse.Namespace, include: Path, model_name: str, available: set[str]
+) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    name = f"{w.task}-{model_name}"
+    run_dir, logs = args.cache_dir / "runs" / name, args.cache_dir / "logs"
+    ours = harnesses.run_ours(w, args.data_dir, _clean(run_dir / "ours"), logs / f"{name}-ours.log", available)
+    theirs = harnesses.run_lm_eval(w, include, _clean(run_dir / "lm-eval"), logs / f"{name}-lm-eval.log")
+    tokenizer = AutoTokenizer.from_pretrained(str(w.model))
+    params = compare.parameter_count(w.model)
+
+    def side(run: harnesses.HarnessRun) -> dict[str, Any]:
+        tokens = compare.token_counts(compare.input_sequences(run.docs, tokenizer))
+        m = run.measured
+        return {
+            "wall_s": m.wall_s, "eval_s": run.eval_time_s, "cpu_s": m.cpu_s, "others_cpu_s": m.others_cpu_s,
+            "peak_rss_mib": m.peak_rss_mib, "docs": len(run.docs), "qps": len(run.docs) / m.wall_s, "tokens": tokens,
+            "score": sum(d.score for d in run.docs.values()) / len(run.docs),
+        }  # fmt: skip
+
+    return {
+        "task": w.task, "model": model_name, "docs": len(theirs.docs), "parameters": params,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "settings": {"limit": w.limit, "subjects": list(w.subjects), "ours_batch_size": w.ours_batch_size,
+                     "lm_eval_batch_size": w.lm_eval_batch_size},
+        "lm_eval": side(theirs), "ours": side(ours) if ours else None,
+        "agreement": compare.agreement(ours.docs, theirs.docs) if ours else None,
+    }  # fmt: skip
+
+
+def row_key(w: Workload, model_name: str, revision: str, lm_eval_version: str) -> dict[str, Any]:
+    """What a stored row was computed for: sizes, batch sizes and the code of both harnesses."""
+    return {
+        "kind": "row", "bench": BENCH_VERSION, "task": w.task, "model": model_name, "limit": w.limit,
+        "subjects": list(w.subjects), "ours_batch_size": w.ours_batch_size,
+        "lm_eval_batch_size": w.lm_eval_batch_size, "evalharness": revision, "lm_eval": lm_eval_version,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HOME", str(args.cache_dir / "hf"))  # lm-eval's datasets cache, kept here
+    command = "python benchmarks/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    info = report.machine()
+    store = ResultStore(args.cache_dir / "results.jsonl")
+    revision = info["revision"] = code_revision()
+    available = harnesses.our_task_names()
+    subjects = tuple(args.mmlu_subjects.split(","))
+    include = lmeval_setup.render(args.cache_dir / "lm_eval_tasks", args.data_dir, list(subjects))
+
+    models: dict[str, Path] = {}
+    for name in args.models.split(","):
+        models[name] = smollm2.ensure_smollm2(args.cache_dir) if name == "smollm2" else args.tiny_model
+    if (load := os.getloadavg()[0]) > 0.5:
+        log.warning("load average %.2f: something else is running, timings may be disturbed", load)
+    peak_flops = report.measure_peak_flops()  # measured again at the end: the best of the two counts
+
+    search = None
+    lm_bs = args.lm_eval_batch_size
+    if lm_bs is None:
+        search = search_batch_size(args, models.get("smollm2", next(iter(models.values()))), store, include)
+        lm_bs = int(search["winner"])
+        log.info("lm-eval runs with --batch_size %d (fastest of %s)", lm_bs, args.search_batch_sizes)
+
+    limits = {"mmlu": args.limit, "gsm8k": args.gsm8k_limit, "truthfulqa_mc2": args.truthfulqa_limit}
+    rows = []
+    for model_name, model in models.items():
+        tasks = args.tasks.split(",")
+        if model_name == "tiny":
+            tasks = [t for t in tasks if t in args.tiny_tasks.split(",")]
+        for task in tasks:
+            w = Workload(task, model, limits[task], subjects if task == "mmlu" else (), args.ours_batch_size, lm_bs)
+            key = row_key(w, model_name, revision, info["versions"]["lm_eval"])
+            if (done := store.get(key)) and not args.fresh and not (args.rerun_disturbed and report.disturbed(done)):
+                log.info("%s on %s: already in %s (use --fresh to rerun)", task, model_name, store.path)
+                rows.append(done)
+                continue
+            log.info("%s on %s: %d documents per subtask", task, model_name, w.limit)
+            rows.append(store.add(key, run_row(w, args, include, model_name, available)))
+
+    peak_flops = max(peak_flops, report.measure_peak_flops())
+    print()
+    print(report.speed_table(rows, peak_flops))
+    print(report.agreement_table(rows))
+    if search:
+        print(f"lm-eval batch size: {search['winner']} (process wall time per batch size: {search['wall_s']})")
+    text = report.results_markdown(rows, info, peak_flops, search, command)
+    report.write_atomic(args.results_md, text)
+    log.info("wrote %s", args.results_md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Agreement between the two harnesses' per-document outputs, and the work they represent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from harnesses import DocRecord, Key
+
+log = logging.getLogger(__name__)
+
+
+class Tokenizer(Protocol):
+    def __call__(self, text: list[str]) -> Any: ...
+
+
+def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], examples: int = 3) -> dict[str, Any]:
+    """Share of identical prompts, predictions and generations; largest log-likelihood difference.
+
+    Also a few concrete examples of each kind of disagreement, for the report.
+    """
+    keys = sorted(set(ours) & set(theirs))
+    if not keys:
+        raise RuntimeError("the two harnesses share no documents to compare")
+    result: dict[str, Any] = {"n_compared": len(keys), "only_ours": len(set(ours) - set(theirs)),
+                              "only_lm_eval": len(set(theirs) - set(ours))}  # fmt: skip
+    same_prompt = [k for k in keys if ours[k].prompt == theirs[k].prompt]
+    result["prompts_identical"] = len(same_prompt) / len(keys)
+    result["predictions_identical"] = sum(ours[k].prediction == theirs[k].prediction for k in keys) / len(keys)
+    notes: list[str] = []
+    for k in [k for k in keys if ours[k].prompt != theirs[k].prompt][:examples]:
+        notes.append(f"prompt differs {k}: {_first_difference(ours[k].prompt, theirs[k].prompt)}")
+
+    if ours[keys[0]].logprobs:
+        diffs: list[tuple[float, Key, str]] = []
+        for k in keys:
+            a, b = ours[k], theirs[k]
+            if a.continuations != b.continuations:
+                notes.append(f"continuations differ {k}: {a.continuations!r} vs {b.continuations!r}")
+                continue
+            diffs.extend((abs(x - y), k, c) for x, y, c in zip(a.logprobs, b.logprobs, a.continuations, strict=True))
+        worst = max(diffs, default=(math.nan, None, None), key=lambda d: d[0])
+        result["max_abs_logprob_diff"] = worst[0]
+        same = [abs(x - y) for k in same_prompt for x, y in zip(ours[k].logprobs, theirs[k].logprobs, strict=True)]
+        result["max_abs_logprob_diff_same_prompt"] = max(same, default=math.nan)
+        if worst[1] is not None:
+            k = worst[1]
+            notes.append(
+                f"largest log-likelihood difference {worst[0]:.2e} at {k} choice {worst[2]!r}"
+                f" (prompt {'identical' if k in same_prompt else 'different'})"
+            )
+        for k in [k for k in keys if ours[k].prediction != theirs[k].prediction][:examples]:
+            notes.append(
+                f"prediction differs {k}: ours {ours[k].prediction} {_rounded(ours[k].logprobs)},"
+                f" lm-eval {theirs[k].prediction} {_rounded(theirs[k].logprobs)}"
+                f" (prompt {'identical' if k in same_prompt else 'different'})"
+            )
+    if ours[keys[0]].generation is not None:
+        same_gen = [k for k in keys if ours[k].generation == theirs[k].generation]
+        result["generations_identical"] = len(same_gen) / len(keys)
+        for k in [k for k in keys if ours[k].generation != theirs[k].generation][:examples]:
+            notes.append(
+                f"generation differs {k} (prompt {'identical' if k in same_prompt else 'different'}): "
+                + _first_difference(ours[k].generation or "", theirs[k].generation or "")
+            )
+        for k in [k for k in same_gen if ours[k].prediction != theirs[k].prediction][:examples]:
+            notes.append(
+                f"extracted answer differs {k} on the identical generation: ours {ours[k].prediction},"
+                f" lm-eval {theirs[k].prediction}; generation {(ours[k].generation or '')[-120:]!r}"
+            )
+    result["score_ours"] = sum(ours[k].score for k in keys) / len(keys)
+    result["score_lm_eval"] = sum(theirs[k].score for k in keys) / len(keys)
+    result["notes"] = notes
+    return result
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, 3) for v in values]
+
+
+def _first_difference(a: str, b: str, context: int = 40) -> str:
+    """Where two strings first differ, with a little context from each."""
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    start = max(0, i - context)
+    return f"at char {i}: ours {a[start : i + context]!r} / lm-eval {b[start : i + context]!r}"
+
+
+def input_sequences(docs: Mapping[Key, DocRecord], tokenizer: Tokenizer) -> list[tuple[int, ...]]:
+    """The token sequences a model has to be run on for these documents (estimated from the logs).
+
+    Log-likelihood: prompt + continuation without its last token, per scored continuation.
+    Generation: prompt + generated text (the tokens fed during decoding, up to the stop).
+    """
+    texts, cut = [], []
+    for doc in docs.values():
+        for continuation in doc.continuations:
+            texts.append(doc.prompt + continuation)
+            cut.append(1)
+        if doc.generation is not None:
+            texts.append(doc.prompt + doc.generation)
+            cut.append(0)
+    encoded = tokenizer(texts)["input_ids"] if texts else []
+    return [tuple(ids[: len(ids) - c]) for ids, c in zip(encoded, cut, strict=True)]
+
+
+def token_counts(sequences: list[tuple[int, ...]]) -> dict[str, int]:
+    """``useful``: distinct positions over all sequences (a prefix tree's size) — the least any
+    implementation computes, with every shared head (few-shot exemplars, the prompt before each
+    choice) computed once. ``no_prefix_reuse``: each distinct sequence in full — what lm-eval's HF
+    backend computes (it merges only choices that differ in their last token), without padding.
+    """
+    distinct = sorted(set(sequences))
+    useful = 0
+    previous: tuple[int, ...] = ()
+    for seq in distinct:
+        common = next((i for i, (a, b) in enumerate(zip(seq, previous)) if a != b), min(len(seq), len(previous)))
+        useful += len(seq) - common
+        previous = seq
+    return {"useful": useful, "no_prefix_reuse": sum(len(s) for s in distinct)}
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Parameters stored in the folder's safetensors files (tied weights are stored once)."""
+    total = 0
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors file in {model_dir}")
+    for path in files:
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, info in header.items():
+            if name != "__metadata__":
+                total += math.prod(info["shape"])
+    return total
