@@ -66,6 +66,8 @@ def _p(value: float) -> str:
 
 
 def format_table(report: GateReport) -> str:
+    if not report.verdicts:
+        return "\n".join([f"note: {n}" for n in report.notes] + ["gate: PASS"])
     rows = [HEADER, *_rows(report)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
