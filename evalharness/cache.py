@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.requests import (
-    GenerateRequest,
     GenerateResponse,
-    LoglikelihoodRequest,
     LoglikelihoodResponse,
     Request,
     Response,
@@ -106,14 +104,3 @@ class ResponseCache:
 def _decode(kind: str, value: str) -> Response:
     cls = {"LoglikelihoodResponse": LoglikelihoodResponse, "GenerateResponse": GenerateResponse}[kind]
     return cls(**json.loads(value))
-
-
-def lookup(cache: ResponseCache | None, requests: Sequence[Request]) -> tuple[list[str], dict[str, Response]]:
-    """Keys of ``requests`` and whatever of them the cache already holds."""
-    if cache is None:
-        return [], {}
-    keys = cache.keys(requests)
-    return keys, cache.get_many(keys)
-
-
-__all__ = ["ResponseCache", "default_cache_path", "lookup", "LoglikelihoodRequest", "GenerateRequest"]

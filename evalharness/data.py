@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalharness.errors import DataError, EvalHarnessError
+from evalharness.errors import DataError
 
 DATA_DIR_ENV = "EVALHARNESS_DATA_DIR"
 
@@ -128,8 +128,3 @@ class DataSource:
         fingerprint = getattr(loaded, "_fingerprint", None) or "unknown"
         self.identity[f"hub:{dataset}/{config or ''}/{split}"] = str(fingerprint)
         return iter(loaded)
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise EvalHarnessError(message)

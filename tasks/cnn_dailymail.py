@@ -79,6 +79,19 @@ def _generated(responses: Sequence[Response]) -> GenerateResponse:
     return response
 
 
+def _outcome(
+    response: GenerateResponse, prediction: str, reference: str, metrics: dict[str, float], **extra: Any
+) -> Outcome:
+    """A generation scored against its reference; the raw text and how it ended are logged."""
+    return Outcome(
+        output=response.text,
+        prediction=prediction,
+        gold=reference,
+        metrics=metrics,
+        extra={**extra, "finish_reason": response.finish_reason, "num_tokens": response.num_tokens},
+    )
+
+
 def load_cnn_dailymail(data: DataSource, limit: int | None = None) -> list[dict[str, Any]]:
     """Test rows in HF order: the local first-500 file, or the hub split."""
     if data.is_local:
@@ -123,15 +136,8 @@ class SummarizationTask(Task):
 
     def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
         response = _generated(responses)
-        prediction = response.text.strip()
-        reference = self.target(doc)
-        return Outcome(
-            output=response.text,
-            prediction=prediction,
-            gold=reference,
-            metrics=text_metrics.rouge(prediction, reference),
-            extra={"finish_reason": response.finish_reason, "num_tokens": response.num_tokens},
-        )
+        prediction, reference = response.text.strip(), self.target(doc)
+        return _outcome(response, prediction, reference, text_metrics.rouge(prediction, reference))
 
     def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
         docs = [o for group in outcomes.values() for o in group]
@@ -207,18 +213,11 @@ class CNNDailyMailTextGen(Task):
 
     def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
         response = _generated(responses)
-        prediction = response.text.strip()
-        reference = self.target(doc)
-        return Outcome(
-            output=response.text,
-            prediction=prediction,
-            gold=reference,
-            metrics=text_metrics.rouge(prediction, reference, types=("rouge1", "rouge2")),
-            extra={
-                "bleu_stats": text_metrics.bleu_stats(prediction, reference).to_dict(),
-                "finish_reason": response.finish_reason,
-                "num_tokens": response.num_tokens,
-            },
+        prediction, reference = response.text.strip(), self.target(doc)
+        return _outcome(
+            response, prediction, reference,
+            text_metrics.rouge(prediction, reference, types=("rouge1", "rouge2")),
+            bleu_stats=text_metrics.bleu_stats(prediction, reference).to_dict(),
         )
 
     def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:

@@ -83,7 +83,7 @@ def test_shared_prefix_reuse_changes_nothing(request, backend_name):
     backend = request.getfixturevalue(backend_name)
     requests = _mmlu_requests() + REQUESTS[:2]
     prepared = loglikelihood.prepare(backend.encoder, requests, backend.max_length)
-    batches = loglikelihood.plan(prepared, backend.batch_size)
+    batches = loglikelihood.plan(prepared, backend.rows_per_batch)
     if not any(p.truncated for p in prepared):  # left-truncated windows share no prefix
         assert any(len(b.prefix) >= 100 for b in batches)  # the 5-shot prefixes were found
     with_reuse = backend.loglikelihood(requests)

@@ -43,7 +43,6 @@ class HFBackend:
         reuse_prefixes: bool = True,
     ) -> None:
         self.config = config
-        self.batch_size = batch_size
         self.reuse_prefixes = reuse_prefixes
         self.cache: ResponseCache | None = None  # set by the runner (--cache / --no-cache)
         self.generation_prefix: tuple[tuple[int, ...], Any] | None = None  # last prefix KV cache

@@ -19,7 +19,7 @@ class Batch:
     rows: tuple[tuple[int, ...], ...]  # full inputs, longest first
 
 
-def common_prefix_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalharness.errors import EvalHarnessError
+from evalharness.hf.prefix import common_prefix_len
 
 
 def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
@@ -31,14 +32,6 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
 
 
 ENCODE_CHUNK = 256
-
-
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,7 @@ class Encoder:
 
     def encode_context(self, context: str, protected_chars: int) -> EncodedContext:
         ids, head = self.encode_many([context, context[: len(context) - protected_chars]])
-        boundary = _common_prefix_len(ids, head) if protected_chars else len(ids)
+        boundary = common_prefix_len(ids, head) if protected_chars else len(ids)
         start = self.start_ids if ids else self.empty_context_ids
         return EncodedContext(start + ids, len(start) + boundary)
 
@@ -127,8 +120,8 @@ class Encoder:
         )
         if not whole:
             raise EvalHarnessError(f"continuation {continuation!r} encodes to no tokens")
-        split = min(_common_prefix_len(whole, ctx_ids), len(whole) - 1)
-        boundary = min(_common_prefix_len(ctx_ids, head), split) if protected_chars else split
+        split = min(common_prefix_len(whole, ctx_ids), len(whole) - 1)
+        boundary = min(common_prefix_len(ctx_ids, head), split) if protected_chars else split
         start = self.start_ids if split else self.empty_context_ids
         return EncodedContext(start + whole[:split], len(start) + boundary), whole[split:]
 
