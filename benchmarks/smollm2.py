@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from evalharness.data import sha256_file
+from evalharness.data.source import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from evalharness._version import __version__
 
-from evalharness.runner import EvalResults, RunConfig, evaluate  # noqa: E402
+from evalharness.run.runner import EvalResults, RunConfig, evaluate  # noqa: E402
 
 __all__ = ["EvalResults", "RunConfig", "evaluate", "__version__"]

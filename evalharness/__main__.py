@@ -1,3 +1,3 @@
-from evalharness.cli import main
+from evalharness.cli.main import main
 
 raise SystemExit(main())

@@ -6,7 +6,7 @@ input is the first 100 *characters* of the article with no instruction, and the 
 **whole article** — not the highlights. So it measures how much of the article a continuation of
 its opening reproduces; it is not summarisation, and ROUGE/BLEU against a ~700-word reference
 stay small for any model. Metrics as in the sample: ROUGE-1 and ROUGE-2 (F-measure, stemmer
-on) and corpus BLEU-3 and BLEU-4 (no smoothing); see ``evalharness.text_metrics``. The sample
+on) and corpus BLEU-3 and BLEU-4 (no smoothing); see ``evalharness.scoring.text_overlap``. The sample
 sets no decoding parameters: we decode greedily, 100 new tokens, no stop string (recorded in
 results.json). The prediction is the generated continuation alone, without the 100 input
 characters. The local data holds the first 500 test rows only (../shared/data/cnn_dailymail
@@ -35,13 +35,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from evalharness import text_metrics
-from evalharness.data import DataSource
-from evalharness.errors import DataError, UnknownNameError
-from evalharness.metrics import MetricValue, mean_with_stderr
-from evalharness.registry import did_you_mean
-from evalharness.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
-from evalharness.task import Aggregate, Doc, Outcome, Prompt, Task, register_task
+from evalharness.scoring import text_overlap as text_metrics
+from evalharness.data.source import DataSource
+from evalharness.core.errors import DataError, UnknownNameError
+from evalharness.core.averages import MetricValue, mean_with_stderr
+from evalharness.core.registry import did_you_mean
+from evalharness.core.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
+from evalharness.core.task import Aggregate, Doc, Outcome, Prompt, Task, register_task
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from evalharness.data import DataSource
-from evalharness.errors import DataError, EvalHarnessError
-from evalharness.extraction import gsm8k_gold, last_number, strict_answer
-from evalharness.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
-from evalharness.task import Doc, Outcome, Prompt, Task, register_task
+from evalharness.data.source import DataSource
+from evalharness.core.errors import DataError, EvalHarnessError
+from evalharness.shapes.answer_extraction import gsm8k_gold, last_number, strict_answer
+from evalharness.core.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
+from evalharness.core.task import Doc, Outcome, Prompt, Task, register_task
 
 STOP = ("Q:", "</s>", "\n\n")
 

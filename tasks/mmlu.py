@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from evalharness.data import DataSource
-from evalharness.errors import DataError
-from evalharness.metrics import mean_of_means, mean_with_stderr, per_document_metrics
-from evalharness.requests import LoglikelihoodRequest, LoglikelihoodResponse, Response
-from evalharness.task import Aggregate, Doc, Outcome, Prompt, Task, register_task
+from evalharness.data.source import DataSource
+from evalharness.core.errors import DataError
+from evalharness.core.averages import mean_of_means, mean_with_stderr, per_document_metrics
+from evalharness.core.requests import LoglikelihoodRequest, LoglikelihoodResponse, Response
+from evalharness.core.task import Aggregate, Doc, Outcome, Prompt, Task, register_task
 
 LETTERS = ("A", "B", "C", "D")
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evalharness.data import DataSource
-from evalharness.errors import DataError
-from evalharness.task import Doc, register_task
+from evalharness.data.source import DataSource
+from evalharness.core.errors import DataError
+from evalharness.core.task import Doc, register_task
 from evalharness.tasks.cnn_dailymail import SummarizationTask
 
 HUB_ID = "Samsung/samsum"

@@ -44,12 +44,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evalharness.classifiers import CLASSIFIERS, Classifier, make_classifier
-from evalharness.data import DataSource
-from evalharness.errors import DataError, EvalHarnessError
-from evalharness.metrics import MetricValue, mean_of_means, mean_with_stderr, per_document_metrics
-from evalharness.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
-from evalharness.task import Aggregate, Doc, Outcome, Prompt, Task, TaskContext, register_task
+from evalharness.scoring.toxicity_classifiers import CLASSIFIERS, Classifier, make_classifier
+from evalharness.data.source import DataSource
+from evalharness.core.errors import DataError, EvalHarnessError
+from evalharness.core.averages import MetricValue, mean_of_means, mean_with_stderr, per_document_metrics
+from evalharness.core.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
+from evalharness.core.task import Aggregate, Doc, Outcome, Prompt, Task, TaskContext, register_task
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.data import DataSource
-from evalharness.errors import DataError, EvalHarnessError
-from evalharness.judges import (
+from evalharness.data.source import DataSource
+from evalharness.core.errors import DataError, EvalHarnessError
+from evalharness.scoring.truthfulqa_judges import (
     INFO_JUDGE,
     JUDGE_RULES,
     TRUTH_JUDGE,
@@ -46,7 +46,7 @@ from evalharness.judges import (
     run_judges,
     similarity,
 )
-from evalharness.requests import (
+from evalharness.core.requests import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
@@ -55,7 +55,7 @@ from evalharness.requests import (
     Response,
     SamplingParams,
 )
-from evalharness.task import Doc, Outcome, Prompt, Task, TaskContext, register_task
+from evalharness.core.task import Doc, Outcome, Prompt, Task, TaskContext, register_task
 
 CSV_HEADER = ["Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source"]
 REVISIONS = {"original": (), "later": ("later_revision",)}

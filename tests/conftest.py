@@ -25,16 +25,16 @@ os.environ["EVALHARNESS_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="evalharn
 
 @pytest.fixture(scope="session")
 def tiny_backend():
-    from evalharness.hf import HFBackend
-    from evalharness.hf.loader import ModelConfig
+    from evalharness.backends.hf import HFBackend
+    from evalharness.backends.hf.loader import ModelConfig
 
     return HFBackend(ModelConfig(str(TINY_LLAMA), dtype="float32", device="cpu"), batch_size=4)
 
 
 @pytest.fixture(scope="session")
 def stories_backend():
-    from evalharness.hf import HFBackend
-    from evalharness.hf.loader import ModelConfig
+    from evalharness.backends.hf import HFBackend
+    from evalharness.backends.hf.loader import ModelConfig
 
     return HFBackend(
         ModelConfig(str(STORIES), dtype="float32", device="cpu", model_args={"eos_token_id": 1}),

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from evalharness.card import (
+from evalharness.reporting.card import (
     CARD_TASKS, ReferenceValue, combine, infer_card_model, load_card, measured, reference,
     registered_card_tasks, round_half_up, shots_match,
 )
-from evalharness.errors import UnknownNameError
+from evalharness.core.errors import UnknownNameError
 
 CARD = load_card()
 SIZES = ("llama-2-7b", "llama-2-13b", "llama-2-70b")

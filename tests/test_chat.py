@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from evalharness.chat import chat_wrapper
-from evalharness.prompting import PromptRenderer
+from evalharness.core.chat_template import chat_wrapper
+from evalharness.core.prompt_render import PromptRenderer
 from tests.conftest import DATA, TINY_LLAMA, run_cli
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evalharness import stats
+from evalharness.reporting import significance as stats
 from tests.conftest import DATA, REPO, TINY_LLAMA, run_cli
 
 GOLDEN = REPO / "tests" / "golden" / "mmlu-tiny-limit2"

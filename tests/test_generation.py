@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from evalharness.errors import EvalHarnessError
-from evalharness.hf.backend import HFBackend
-from evalharness.hf.loader import ModelConfig
-from evalharness.requests import GenerateRequest, GenerateResponse, SamplingParams
+from evalharness.core.errors import EvalHarnessError
+from evalharness.backends.hf.backend import HFBackend
+from evalharness.backends.hf.loader import ModelConfig
+from evalharness.core.requests import GenerateRequest, GenerateResponse, SamplingParams
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 STORIES = MODELS / "tinyllamas-stories260K"

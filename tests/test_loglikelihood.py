@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from evalharness.requests import LoglikelihoodRequest
+from evalharness.core.requests import LoglikelihoodRequest
 from tests.conftest import DATA
 
 REQUESTS = [
@@ -62,9 +62,9 @@ def test_same_seed_same_results(tiny_backend):
 
 
 def _mmlu_requests(subtasks=("mmlu_anatomy", "mmlu_virology"), docs=6):
-    from evalharness.data import DataSource
-    from evalharness.prompting import PromptRenderer
-    from evalharness.selection import resolve
+    from evalharness.data.source import DataSource
+    from evalharness.core.prompt_render import PromptRenderer
+    from evalharness.core.task_selection import resolve
 
     data, renderer, requests = DataSource(DATA), PromptRenderer(), []
     for selection in resolve(list(subtasks)):
@@ -78,7 +78,7 @@ def _mmlu_requests(subtasks=("mmlu_anatomy", "mmlu_virology"), docs=6):
 
 @pytest.mark.parametrize("backend_name", ["tiny_backend", "stories_backend"])
 def test_shared_prefix_reuse_changes_nothing(request, backend_name):
-    from evalharness.hf import loglikelihood
+    from evalharness.backends.hf import loglikelihood
 
     backend = request.getfixturevalue(backend_name)
     requests = _mmlu_requests() + REQUESTS[:2]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from evalharness.report import build_report
-from evalharness.report_cli import main as report_main
-from evalharness.report_render import render_markdown
+from evalharness.reporting.report import build_report
+from evalharness.cli.report import main as report_main
+from evalharness.reporting.render import render_markdown
 from tests.conftest import DATA, TINY_LLAMA, run_cli
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from evalharness import text_metrics as tm
-from evalharness.data import DataSource
-from evalharness.errors import EvalHarnessError, UnknownNameError
-from evalharness.prompting import PromptRenderer
-from evalharness.requests import GenerateRequest
-from evalharness.selection import resolve
+from evalharness.scoring import text_overlap as tm
+from evalharness.data.source import DataSource
+from evalharness.core.errors import EvalHarnessError, UnknownNameError
+from evalharness.core.prompt_render import PromptRenderer
+from evalharness.core.requests import GenerateRequest
+from evalharness.core.task_selection import resolve
 from tests.conftest import DATA, LLAMA_TOKENIZER, STORIES, run_cli
 
 CNN_INSTRUCTION = "\n\nSummarize the above article in 3 sentences.\n"
@@ -213,7 +213,7 @@ def test_samsum_prompt_normalises_crlf():
 
 def test_custom_template_without_verbatim_source_protects_the_whole_document():
     from evalharness.tasks.cnn_dailymail import instruction_chars
-    from evalharness.task import Prompt
+    from evalharness.core.task import Prompt
 
     prompt = Prompt("ARTICLE TEXT\nTL;DR:", 19, "x", ())
     assert instruction_chars(prompt, "ARTICLE TEXT") == len("\nTL;DR:")
@@ -231,7 +231,7 @@ def test_custom_template_without_verbatim_source_protects_the_whole_document():
 def test_stories260k_window_keeps_the_instruction(stories_backend, name, options, instruction):
     """The real generation path on a 512-token model: the article's start goes, the
     instruction stays whole at the end of the kept window."""
-    from evalharness.hf.generation import _prepare
+    from evalharness.backends.hf.generation import _prepare
 
     task = _task(name, **options)
     docs = task.documents(DataSource(DATA), name)
@@ -251,7 +251,7 @@ def test_stories260k_window_keeps_the_instruction(stories_backend, name, options
 
 
 def test_llama2_tokenizer_fit_cuts_the_article_not_the_instruction():
-    from evalharness.hf.tokenization import Encoder, load_tokenizer
+    from evalharness.backends.hf.tokenization import Encoder, load_tokenizer
 
     encoder = Encoder(load_tokenizer(str(LLAMA_TOKENIZER)))
     task = _task("cnn_dailymail")

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from evalharness.classifiers import HateSonarOnnx, SequenceClassifier, make_classifier
-from evalharness.data import DataSource
-from evalharness.errors import EvalHarnessError, UnknownNameError
-from evalharness.selection import resolve
-from evalharness.task import Outcome
+from evalharness.scoring.toxicity_classifiers import HateSonarOnnx, SequenceClassifier, make_classifier
+from evalharness.data.source import DataSource
+from evalharness.core.errors import EvalHarnessError, UnknownNameError
+from evalharness.core.task_selection import resolve
+from evalharness.core.task import Outcome
 from tests.conftest import DATA, LLAMA_TOKENIZER, MODELS, STORIES, run_cli
 
 TOXIGEN = DATA / "toxigen"
@@ -85,7 +85,7 @@ def test_revised_source_is_seeded_and_ours():
 
 
 def test_generation_settings_are_the_papers():
-    from evalharness.prompting import PromptRenderer
+    from evalharness.core.prompt_render import PromptRenderer
 
     t = task()
     doc = t.documents(DataSource(DATA), "toxigen_women_neutral")[0]
@@ -141,7 +141,7 @@ def test_groups_pool_hate_and_neutral_and_headline_is_the_unweighted_mean():
 
 def test_card_arithmetic_reproduces_table_11():
     """PROTOCOL.md §5: the 7B row of Table 45 averages to the card's 21.25."""
-    from evalharness.metrics import MetricValue, mean_of_means
+    from evalharness.core.averages import MetricValue, mean_of_means
 
     row = [16.53, 31.15, 22.63, 15.74, 26.87, 19.95, 15.79, 19.55, 25.03, 18.92, 21.53, 22.34, 20.20]
     assert round(100 * mean_of_means(MetricValue(v / 100, 0.0, 1) for v in row).value, 2) == 21.25

@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from evalharness.data import DataSource
-from evalharness.errors import EvalHarnessError
-from evalharness.judges import bleu, judge_prompt, reference_answers, rouge, run_judges, similarity, verdict
-from evalharness.prompting import PromptRenderer
-from evalharness.requests import GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
-from evalharness.selection import resolve
+from evalharness.data.source import DataSource
+from evalharness.core.errors import EvalHarnessError
+from evalharness.scoring.truthfulqa_judges import bleu, judge_prompt, reference_answers, rouge, run_judges, similarity, verdict
+from evalharness.core.prompt_render import PromptRenderer
+from evalharness.core.requests import GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
+from evalharness.core.task_selection import resolve
 from evalharness.tasks.truthfulqa import mc2_score, split_answers
 from tests.conftest import DATA, STORIES, TINY_LLAMA, run_cli
 

@@ -1,0 +1,178 @@
+"""The command line: a thin layer over evalharness.evaluate()."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evalharness.cli import gate as gate_cli
+from evalharness.cli import report as report_cli
+from evalharness.core.errors import EvalHarnessError
+
+log = logging.getLogger("evalharness")
+
+
+def parse_kv(text: str, option: str) -> dict[str, Any]:
+    """``k=v,k=v`` with ints, floats and booleans converted."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EvalHarnessError(f"{option} {text!r}: expected key=value[,key=value...]")
+        out[key.strip()] = _convert(value.strip())
+    return out
+
+
+def _convert(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def int_at_least(minimum: int) -> Any:
+    """An argparse type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalharness", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="evaluate a model on tasks")
+    run.add_argument("--model", required=True, help="local model folder or Hugging Face Hub id")
+    run.add_argument("--tasks", required=True, help="comma-separated task or subtask names")
+    run.add_argument("--num-fewshot", type=non_negative_int, help="override each task's shots")
+    run.add_argument("--limit", type=positive_int, help="first N documents of each subtask")
+    run.add_argument("--batch-size", type=batch_size, default=8, help="rows per forward pass, or 'auto' (from free memory)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    run.add_argument("--seed", type=int, default=1234)
+    run.add_argument("--data-dir", help="local data root (default: $EVALHARNESS_DATA_DIR, else the hub)")
+    run.add_argument("--output", help="results directory (default: runs/<model>-<time>)")
+    run.add_argument("--no-log-prompts", action="store_true", help="leave prompts out of samples.jsonl")
+    run.add_argument("--model-args", default="", help="k=v,... passed to the model loader")
+    run.add_argument("--gen-kwargs", default="", help="k=v,... overriding generation settings")
+    run.add_argument("--task-args", default="", help="k=v,... task options, e.g. samples=8 (gsm8k maj@8)")
+    run.add_argument("--cache", help="response cache file (default: $EVALHARNESS_CACHE, else ~/.cache/evalharness/responses.sqlite)")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    run.add_argument("--prompt-dir", help="folder of your own Jinja templates, searched before prompts/")
+    run.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    run.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat format (Llama-2-chat fallback)")
+    run.add_argument("--max-length", type=positive_int, help="override the model's context length")
+
+    commands.add_parser("tasks", help="list the registered tasks")
+    gate_cli.add_parser(commands)
+    report_cli.add_parser(commands)
+    return parser
+
+
+def default_output(model: str) -> str:
+    import time
+
+    stem = Path(model.rstrip("/")).name or "model"
+    return str(Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalharness.backends.response_cache import default_cache_path
+    from evalharness.run.runner import RunConfig, run
+
+    config = RunConfig(
+        model=args.model,
+        tasks=tuple(t for t in args.tasks.split(",") if t.strip()),
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        output_dir=args.output or default_output(args.model),
+        log_prompts=not args.no_log_prompts,
+        model_args=parse_kv(args.model_args, "--model-args"),
+        gen_kwargs=parse_kv(args.gen_kwargs, "--gen-kwargs"),
+        max_length=args.max_length,
+        task_args=parse_kv(args.task_args, "--task-args"),
+        prompt_dir=args.prompt_dir,
+        apply_chat_template=args.apply_chat_template,
+        trust_remote_code=args.trust_remote_code,
+        cache_path=None if args.no_cache else (args.cache or str(default_cache_path())),
+    )
+    results = run(config)
+    print(results.table())
+    print(f"\nresults: {Path(config.output_dir or '.') / 'results.json'}")
+    return 0
+
+
+def cmd_tasks(_: argparse.Namespace) -> int:
+    from evalharness.core.task_selection import all_tasks
+
+    for task in all_tasks():
+        subtasks = task.subtasks()
+        extra = f"  ({len(subtasks)} subtasks: {subtasks[0]}, ...)" if len(subtasks) > 1 else ""
+        print(f"{task.name:24} v{task.version}  {task.default_fewshot}-shot{extra}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        return {"run": cmd_run, "tasks": cmd_tasks, "gate": gate_cli.run, "report": report_cli.run}[args.command](args)
+    except EvalHarnessError as exc:
+        if args.debug:
+            raise
+        print(f"evalharness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("evalharness: interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    for name in ("transformers", "datasets", "urllib3", "httpx", "filelock"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
