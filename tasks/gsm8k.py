@@ -10,82 +10,49 @@ majority answer over k samples is scored as maj@k.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Any
 
-from evalharness.data.source import DataSource
-from evalharness.core.errors import DataError, EvalHarnessError
-from evalharness.shapes.answer_extraction import gsm8k_gold, last_number, strict_answer
-from evalharness.core.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
-from evalharness.core.task import Doc, Outcome, Prompt, Task, register_task
+from evalharness.core.task import Doc, register_task
+from evalharness.data.datasets import Dataset, Fewshot, JsonLines
+from evalharness.shapes.answer_extraction import gsm8k_gold, last_number, numeric_match, strict_answer
+from evalharness.shapes.short_answer import ShortAnswer
 
-STOP = ("Q:", "</s>", "\n\n")
+TEST = Dataset("openai/gsm8k", "main", "test", JsonLines("gsm8k/{split}.jsonl", ("question", "answer")))
+# Wei et al.'s 8 exemplars exist only as a local file (no hub dataset carries them).
+EXEMPLARS = Dataset(
+    "gsm8k-cot-exemplars", None, "exemplars",
+    JsonLines("gsm8k/cot_8shot_exemplars.jsonl", ("question", "cot_answer")),
+    offline_hint="the 8 chain-of-thought exemplars are read from gsm8k/cot_8shot_exemplars.jsonl; pass --data-dir",
+)
 
 
 @register_task
-class GSM8K(Task):
+class GSM8K(ShortAnswer):
     name = "gsm8k"
     version = "1.0"
     template = "gsm8k/cot.jinja"
+    dataset = TEST
+    fewshot = Fewshot("exemplars", "first_n", EXEMPLARS)
     default_fewshot = 8
-    fewshot_sampling = "first_n"
-    defaults = {"samples": 1, "max_new_tokens": 256}
+    stop = ("Q:", "</s>", "\n\n")
+    extractors = {"strict": strict_answer, "flexible": last_number}
+    comparisons = {"exact_match": numeric_match}
+    defaults = {"samples": 1, "max_new_tokens": 256, "pass_at": 0}
 
-    def documents(self, data: DataSource, subtask: str) -> list[Doc]:
-        if data.is_local:
-            rows = data.read_jsonl("gsm8k", "test.jsonl", required=("question", "answer"))
-        else:
-            rows = list(data.hub("openai/gsm8k", "main", "test"))
-        docs = []
-        for i, row in enumerate(rows):
-            try:
-                gold = gsm8k_gold(row["answer"])
-            except ValueError:
-                raise DataError(f"gsm8k test row {i + 1}: the answer has no '#### N' line") from None
-            docs.append(Doc(subtask, i, {"question": row["question"], "gold": gold}))
-        return docs
-
-    def fewshot_pool(self, data: DataSource, subtask: str) -> list[Doc]:
-        if not data.is_local:
-            raise EvalHarnessError(
-                "gsm8k: the 8 chain-of-thought exemplars are read from a local data root"
-                " (gsm8k/cot_8shot_exemplars.jsonl); pass --data-dir"
-            )
-        rows = data.read_jsonl("gsm8k", "cot_8shot_exemplars.jsonl", required=("question", "cot_answer"))
-        return [Doc(subtask, i, {"question": r["question"], "cot_answer": r["cot_answer"]}) for i, r in enumerate(rows)]
+    def record_to_doc(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        if "cot_answer" in record:  # an exemplar
+            return {"question": record["question"], "cot_answer": record["cot_answer"]}
+        if not isinstance(record["answer"], str) or not isinstance(record["question"], str):
+            raise ValueError("question and answer must be strings")
+        try:
+            gold = gsm8k_gold(record["answer"])
+        except ValueError:
+            raise ValueError("the answer has no '#### N' line") from None
+        return {"question": record["question"], "gold": gold}
 
     def target(self, doc: Doc) -> str:
-        return doc.fields["cot_answer"]
+        return str(doc.fields["cot_answer"])
 
-    def requests(self, doc: Doc, prompt: Prompt) -> list[GenerateRequest]:
-        sampling = SamplingParams(max_new_tokens=int(self.options["max_new_tokens"]))
-        return [
-            GenerateRequest(prompt.text, STOP, sampling, prompt.document_chars)
-            for _ in range(int(self.options["samples"]))
-        ]
-
-    def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
-        texts = [r.text for r in responses if isinstance(r, GenerateResponse)]
-        strict = [strict_answer(t) for t in texts]
-        flexible = [last_number(t) for t in texts]
-        strict_vote, flexible_vote = _majority(strict), _majority(flexible)
-        gold = doc.fields["gold"]
-        return Outcome(
-            output=texts[0] if len(texts) == 1 else texts,
-            prediction={"strict": strict_vote, "flexible": flexible_vote},
-            gold=gold,
-            metrics={
-                "exact_match_strict": float(strict_vote == gold),
-                "exact_match_flexible": float(flexible_vote == gold),
-            },
-            extra={"extracted": {"strict": strict, "flexible": flexible}},
-        )
-
-
-def _majority(answers: Sequence[str | None]) -> str | None:
-    """Most common extracted answer; ties go to the earliest sample (so k=1 is the sample)."""
-    counted = Counter(a for a in answers if a is not None)
-    if not counted:
-        return None
-    best = max(counted.values())
-    return next(a for a in answers if a is not None and counted[a] == best)
+    def references(self, doc: Doc) -> list[str]:
+        return [str(doc.fields["gold"])]

@@ -10,12 +10,12 @@ unweighted mean over the 57 subjects. Categories follow lm-eval's mapping (anato
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from evalharness.data.source import DataSource
-from evalharness.core.errors import DataError
 from evalharness.core.averages import mean_of_means, mean_with_stderr, per_document_metrics
-from evalharness.core.requests import LoglikelihoodRequest, LoglikelihoodResponse, Response
-from evalharness.core.task import Aggregate, Doc, Outcome, Prompt, Task, register_task
+from evalharness.core.task import Doc, Outcome, TaskResult, register_task
+from evalharness.data.datasets import CsvRows, Dataset, Fewshot
+from evalharness.shapes.multiple_choice import MultipleChoice
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -50,68 +50,39 @@ def subject_of(subtask: str) -> str:
     return subtask.removeprefix("mmlu_")
 
 
+def from_csv_row(row: list[str]) -> dict[str, Any]:
+    """An original Hendrycks CSV row (question, A, B, C, D, letter) in cais/mmlu's schema."""
+    question, a, b, c, d, letter = row
+    if letter not in LETTERS:
+        raise ValueError(f"answer {letter!r} is not A-D")
+    return {"question": question, "choices": [a, b, c, d], "answer": LETTERS.index(letter)}
+
+
 @register_task
-class MMLU(Task):
+class MMLU(MultipleChoice):
     name = "mmlu"
     version = "1.0"
     template = "mmlu/default.jinja"
+    dataset = Dataset("cais/mmlu", "{subset}", "test", CsvRows("mmlu/{split}/{subset}_{split}.csv", 6, from_csv_row))
+    fewshot = Fewshot("dev", "first_n")
     default_fewshot = 5
-    fewshot_sampling = "first_n"
+    metrics = ("acc",)
+    labelled_output = True  # samples log {"A": ll, …} and the letters
 
     def subtasks(self) -> list[str]:
         return [f"mmlu_{subject}" for subject in SUBJECTS]
+
+    def subset(self, subtask: str) -> str:
+        return subject_of(subtask)
 
     def description(self, subtask: str) -> str:
         topic = subject_of(subtask).replace("_", " ")
         return f"The following are multiple choice questions (with answers) about {topic}.\n\n"
 
-    def _load(self, data: DataSource, subtask: str, split: str) -> list[Doc]:
-        subject = subject_of(subtask)
-        if not data.is_local:
-            rows = data.hub("cais/mmlu", subject, split)
-            return [
-                Doc(subtask, i, {"question": r["question"], "choices": list(r["choices"]), "answer": int(r["answer"])})
-                for i, r in enumerate(rows)
-            ]
-        filename = f"{subject}_{split}.csv"
-        docs = []
-        for i, (question, a, b, c, d, letter) in enumerate(
-            data.read_csv("mmlu", split, filename, columns=6)
-        ):
-            if letter not in LETTERS:
-                raise DataError(
-                    f"{data.root}/mmlu/{split}/{filename}, row {i + 1}: answer {letter!r} is not A-D"
-                )
-            docs.append(Doc(subtask, i, {"question": question, "choices": [a, b, c, d], "answer": LETTERS.index(letter)}))
-        return docs
+    def choices(self, doc: Doc) -> Sequence[str]:
+        return LETTERS  # the model scores " A" … " D" after "Answer:"
 
-    def documents(self, data: DataSource, subtask: str) -> list[Doc]:
-        return self._load(data, subtask, "test")
-
-    def fewshot_pool(self, data: DataSource, subtask: str) -> list[Doc]:
-        return self._load(data, subtask, "dev")
-
-    def target(self, doc: Doc) -> str:
-        return LETTERS[doc.fields["answer"]]
-
-    def requests(self, doc: Doc, prompt: Prompt) -> list[LoglikelihoodRequest]:
-        return [
-            LoglikelihoodRequest(prompt.text, " " + letter, prompt.document_chars)
-            for letter in LETTERS
-        ]
-
-    def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
-        logprobs = [r.logprob for r in responses if isinstance(r, LoglikelihoodResponse)]
-        predicted = max(range(len(logprobs)), key=logprobs.__getitem__)
-        gold = doc.fields["answer"]
-        return Outcome(
-            output=dict(zip(LETTERS, logprobs)),
-            prediction=LETTERS[predicted],
-            gold=LETTERS[gold],
-            metrics={"acc": float(predicted == gold)},
-        )
-
-    def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
+    def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> TaskResult:
         subjects = {name: per_document_metrics(o.metrics for o in docs) for name, docs in outcomes.items()}
         categories: dict[str, list[float]] = {}
         for name, docs in outcomes.items():
@@ -122,4 +93,4 @@ class MMLU(Task):
             "acc_macro": mean_of_means(s["acc"] for s in subjects.values()),
         }
         groups = {cat: {"acc": mean_with_stderr(v)} for cat, v in sorted(categories.items())}
-        return Aggregate(metrics, subjects, groups)
+        return TaskResult(metrics, subjects, groups)

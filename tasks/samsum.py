@@ -15,36 +15,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evalharness.data.source import DataSource
-from evalharness.core.errors import DataError
 from evalharness.core.task import Doc, register_task
-from evalharness.tasks.cnn_dailymail import SummarizationTask
+from evalharness.data.datasets import Dataset, JsonLines
+from evalharness.shapes.summarisation import ReferenceOverlap
 
-HUB_ID = "Samsung/samsum"
+
+def dialogue_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(record["dialogue"], str) or not record["dialogue"].strip():
+        raise ValueError("empty dialogue")
+    return {"id": str(record["id"]), "dialogue": record["dialogue"], "summary": record["summary"].strip()}
 
 
 @register_task
-class SAMSum(SummarizationTask):
+class SAMSum(ReferenceOverlap):
     name = "samsum"
     version = "1.0"
     template = "samsum/summarize_helm.jinja"
+    dataset = Dataset("Samsung/samsum", None, "test", JsonLines("samsum/test.jsonl", ("id", "dialogue", "summary")))
     source_field = "dialogue"
     reference_field = "summary"
     variants = {"helm": "samsum/summarize_helm.jinja", "tldr": "samsum/summarize_tldr.jinja"}
 
-    def documents(self, data: DataSource, subtask: str) -> list[Doc]:
-        self.check_metrics()
-        if data.is_local:
-            rows = data.read_jsonl("samsum", "test.jsonl", required=("id", "dialogue", "summary"))
-        else:
-            rows = list(data.hub(HUB_ID, None, "test"))
-        docs = []
-        for i, row in enumerate(rows):
-            if not isinstance(row["dialogue"], str) or not row["dialogue"].strip():
-                raise DataError(f"samsum test row {i + 1}: empty dialogue")
-            docs.append(Doc(subtask, i, {"id": str(row["id"]), "dialogue": row["dialogue"],
-                                         "summary": row["summary"].strip()}))
-        return docs
+    def record_to_doc(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        return dialogue_record(record)
 
     def template_vars(self, doc: Doc) -> Mapping[str, Any]:
         return {"dialogue": doc.fields["dialogue"].replace("\r\n", "\n").strip()}

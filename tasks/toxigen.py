@@ -38,18 +38,27 @@ beside the data root), classifier_batch_size (32), max_new_tokens (64).
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evalharness.scoring.toxicity_classifiers import CLASSIFIERS, Classifier, make_classifier
-from evalharness.data.source import DataSource
-from evalharness.core.errors import DataError, EvalHarnessError
 from evalharness.core.averages import MetricValue, mean_of_means, mean_with_stderr, per_document_metrics
-from evalharness.core.requests import GenerateRequest, GenerateResponse, Response, SamplingParams
-from evalharness.core.task import Aggregate, Doc, Outcome, Prompt, Task, TaskContext, register_task
+from evalharness.core.errors import DataError
+from evalharness.core.task import Doc, Finalized, Outcome, TaskContext, TaskResult, register_task
+from evalharness.data.datasets import Dataset, TextLines
+from evalharness.data.source import DataSource
+from evalharness.scoring.scorer import Scorer
+from evalharness.scoring.toxicity_classifiers import ClassifierScorer
+from evalharness.shapes.generating import option_choice, option_int
+from evalharness.shapes.scored_generation import ScoredGeneration
+
+LOCAL_ONLY = (
+    "the prompts are read from a local data root (toxigen/prompts/*_1k.txt.gz from"
+    " github.com/microsoft/TOXIGEN, toxigen/hosseini2023_revised_toxigen.json from"
+    " github.com/microsoft/SafeNLP); pass --data-dir"
+)
+PROMPT_FILES = Dataset("", None, "prompts", TextLines("toxigen/prompts/{subset}"), offline_hint=LOCAL_ONLY)
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,6 @@ SUBTASKS: dict[str, tuple[Group, str]] = {
 SOURCES = ("files", "revised")
 REVISED_FILE = "hosseini2023_revised_toxigen.json"
 STATEMENTS_PER_PROMPT = 6
-STOP = ("\n",)
-TEMPERATURE, TOP_P = 0.1, 0.9  # §4.1
 
 
 def prompt_file(group: Group, label: str) -> str:
@@ -102,11 +109,14 @@ def revised_prompt(statements: Sequence[str]) -> str:
 
 
 @register_task
-class ToxiGen(Task):
+class ToxiGen(ScoredGeneration):
     name = "toxigen"
     version = "1.0"
     template = "toxigen/continue.jinja"
-    default_fewshot = 0
+    dataset = PROMPT_FILES
+    stop = ("\n",)
+    temperature, top_p = 0.1, 0.9  # §4.1
+    lower_is_better = frozenset({"toxic", "toxic_mean_of_groups", "toxic_pooled"})
     defaults = {
         "prompts_per_file": 500,
         "source": "files",
@@ -117,78 +127,46 @@ class ToxiGen(Task):
         "max_new_tokens": 64,
     }
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._classifier: Classifier | None = None
-        self._revised: list[dict[str, Any]] | None = None
-        self._stats: dict[str, Any] = {}
-
-    # -- options -------------------------------------------------------------------------
-
-    def _positive(self, key: str) -> int:
-        value = self.options[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise EvalHarnessError(f"toxigen: --task-args {key}={value!r}: must be a positive integer")
-        return value
-
-    def _source(self) -> str:
-        source = self.options["source"]
-        if source not in SOURCES:
-            raise EvalHarnessError(f"toxigen: --task-args source={source!r}: choose {' or '.join(SOURCES)}")
-        return source
-
-    # -- documents -----------------------------------------------------------------------
+    def check_options(self) -> None:
+        super().check_options()
+        option_int(self, "prompts_per_file")
+        option_int(self, "classifier_batch_size")
+        option_choice(self, "source", SOURCES)
+        self.scorer(None)  # an unknown classifier name fails here
 
     def subtasks(self) -> list[str]:
         return list(SUBTASKS)
 
+    def subset(self, subtask: str) -> str:
+        return prompt_file(*SUBTASKS[subtask])
+
     def documents(self, data: DataSource, subtask: str) -> list[Doc]:
         group, label = SUBTASKS[subtask]
-        count = self._positive("prompts_per_file")
-        self._positive("max_new_tokens")
-        source = self._source()
-        if not data.is_local:
-            raise DataError(
-                "toxigen: the prompts are read from a local data root (toxigen/prompts/*_1k.txt.gz from"
-                " github.com/microsoft/TOXIGEN, toxigen/hosseini2023_revised_toxigen.json from"
-                " github.com/microsoft/SafeNLP); pass --data-dir"
-            )
-        self._prepare_classifier(str(data.root))  # an unloadable classifier fails before generation
-        if source == "revised":
+        count = option_int(self, "prompts_per_file")
+        if self.options["source"] == "revised":
             return self._revised_documents(data, subtask, group, label, count)
-        filename = prompt_file(group, label)
-        text = data.read_text("toxigen", "prompts", filename)
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        docs = []
-        for index, line in enumerate(lines[:count]):
-            if not line.strip():
-                raise DataError(f"{path}, line {index + 1}: empty prompt")
-            docs.append(Doc(subtask, index, {
-                "prompt": unescape(line),
-                "prompt_id": f"{filename}:{index + 1}",
-                "group": group.key,
-                "label": label,
-            }))
-        return docs
+        records = PROMPT_FILES.records(data, "prompts", self.subset(subtask))[:count]
+        return [
+            Doc(subtask, r["line"] - 1, {
+                "prompt": unescape(r["text"]), "prompt_id": f"{self.subset(subtask)}:{r['line']}",
+                "group": group.key, "label": label,
+            })
+            for r in records
+        ]  # fmt: skip
 
     def _revised_documents(
         self, data: DataSource, subtask: str, group: Group, label: str, count: int
     ) -> list[Doc]:
-        if self._revised is None:
-            rows = data.read_json("toxigen", REVISED_FILE)
-            if not isinstance(rows, list):
-                raise DataError(f"{data.root}/toxigen/{REVISED_FILE}: expected a JSON list")
-            for i, row in enumerate(rows):
-                if not isinstance(row, dict) or not {"id", "text", "label", "target_groups"} <= set(row):
-                    raise DataError(
-                        f"{data.root}/toxigen/{REVISED_FILE}, record {i}: needs id, text, label, target_groups"
-                    )
-            self._revised = rows
+        if not data.is_local:
+            raise DataError(f"toxigen: {LOCAL_ONLY}")
+        rows = data.read_json("toxigen", REVISED_FILE)
+        if not isinstance(rows, list):
+            raise DataError(f"{data.root}/toxigen/{REVISED_FILE}: expected a JSON list")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not {"id", "text", "label", "target_groups"} <= set(row):
+                raise DataError(f"{data.root}/toxigen/{REVISED_FILE}, record {i}: needs id, text, label, target_groups")
         pool = sorted(
-            (r for r in self._revised if r["label"] == label and group.revised in r["target_groups"]),
-            key=lambda r: r["id"],
+            (r for r in rows if r["label"] == label and group.revised in r["target_groups"]), key=lambda r: r["id"]
         )
         if len(pool) < STATEMENTS_PER_PROMPT:
             raise DataError(
@@ -206,7 +184,7 @@ class ToxiGen(Task):
                 "prompt_id": f"{REVISED_FILE}:ids={','.join(map(str, ids))}",
                 "group": group.key,
                 "label": label,
-            }))
+            }))  # fmt: skip
         return docs
 
     def template_vars(self, doc: Doc) -> Mapping[str, Any]:
@@ -215,68 +193,27 @@ class ToxiGen(Task):
     def target(self, doc: Doc) -> str:
         return ""  # zero-shot: there are no answered examples
 
-    # -- generation and scoring ----------------------------------------------------------
+    def details(self, doc: Doc) -> dict[str, Any]:
+        return {key: doc.fields[key] for key in ("prompt_id", "group", "label")}
 
-    def requests(self, doc: Doc, prompt: Prompt) -> list[GenerateRequest]:
-        sampling = SamplingParams(
-            max_new_tokens=self._positive("max_new_tokens"),
-            temperature=TEMPERATURE, top_p=TOP_P, do_sample=True,
-        )
-        return [GenerateRequest(prompt.text, STOP, sampling, prompt.document_chars)]
-
-    def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
-        (response,) = [r for r in responses if isinstance(r, GenerateResponse)]
-        return Outcome(
-            output=response.text,
-            prediction=None,  # set by finalize, once the classifier has run
-            gold=None,
-            metrics={},
-            extra={
-                "prompt_id": doc.fields["prompt_id"],
-                "group": doc.fields["group"],
-                "label": doc.fields["label"],
-                "finish_reason": response.finish_reason,
-            },
+    def scorer(self, data_dir: str | None) -> Scorer:
+        return ClassifierScorer(
+            str(self.options["classifier"]), str(self.options["classifier_model"]), data_dir,
+            option_int(self, "classifier_batch_size"),
         )
 
-    def _prepare_classifier(self, data_dir: str | None) -> Classifier:
-        """Built and checked once (no weights loaded) when the documents are planned."""
-        if self._classifier is None:
-            self._classifier = make_classifier(
-                self.options["classifier"], self.options["classifier_model"], data_dir=data_dir
-            )
-            self._classifier.check()
-        return self._classifier
-
-    def finalize(self, scored: Sequence[tuple[Doc, Outcome]], context: TaskContext) -> list[Outcome]:
-        classifier = self._prepare_classifier(context.data_dir)
-        classifier.place(context.device, self._positive("classifier_batch_size"))
+    def finalize(self, scored: Sequence[tuple[Doc, Outcome]], context: TaskContext) -> Finalized:
+        judged = super().finalize(scored, context)
         texts = [str(outcome.output).strip() for _, outcome in scored]
-        verdicts = classifier.classify(texts)
-        self._stats = _prompt_stats(scored, texts, self._source())
-        return [
-            dataclasses.replace(
-                outcome,
-                prediction=verdict.toxic,
-                metrics={"toxic": float(verdict.toxic)},
-                extra={**outcome.extra, "classifier_score": verdict.score, "toxic": verdict.toxic},
-            )
-            for (_, outcome), verdict in zip(scored, verdicts)
-        ]
+        return Finalized(judged.outcomes, {**judged.provenance, **_prompt_stats(scored, texts, self.options["source"])})
 
-    # -- aggregation and reporting -------------------------------------------------------
-
-    def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
+    def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> TaskResult:
         return aggregate_toxicity(outcomes)
 
     def config(self) -> dict[str, Any]:
-        out = super().config()
         source = self.options["source"]
-        identity = self._classifier.identity() if self._classifier is not None else {
-            "name": self.options["classifier"], "model": self.options["classifier_model"] or None,
-            "approximate": CLASSIFIERS.get(str(self.options["classifier"])).approximate,
-        }
-        out.update({
+        return {
+            **super().config(),
             "prompt_source": (
                 "ToxiGen prompt files toxigen/prompts/{hate,neutral}_<group>_1k.txt.gz"
                 " (github.com/microsoft/TOXIGEN), first prompts_per_file lines of each, hate and neutral pooled per group"
@@ -287,18 +224,10 @@ class ToxiGen(Task):
             ),
             "prompt_construction": "ours" if source == "revised" else "upstream",
             "groups_table": {g.key: g.card for g in GROUPS},
-            "default_decoding": {
-                "temperature": TEMPERATURE, "top_p": TOP_P, "do_sample": True, "stop": list(STOP),
-                "max_new_tokens": self.options["max_new_tokens"], "seeded": "per prompt, from --seed",
-            },
+            "default_decoding": {**self.decoding(), "seeded": "per prompt, from --seed"},
             "aggregation": "toxic_mean_of_groups = unweighted mean of the per-group % (the card's);"
                            " toxic_pooled = % over all generations",
-            "classifier": identity["name"],  # a name, as the table and the report print it
-            "classifier_details": identity,
-            "approximate": bool(identity.get("approximate", False)),
-            **self._stats,
-        })
-        return out
+        }  # fmt: skip
 
 
 def _prompt_stats(scored: Sequence[tuple[Doc, Outcome]], texts: Sequence[str], source: str) -> dict[str, Any]:
@@ -319,7 +248,7 @@ def _prompt_stats(scored: Sequence[tuple[Doc, Outcome]], texts: Sequence[str], s
     }
 
 
-def aggregate_toxicity(outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
+def aggregate_toxicity(outcomes: Mapping[str, Sequence[Outcome]]) -> TaskResult:
     """% toxic per group (hate and neutral prompts pooled), the unweighted mean of the group
     percentages (the card's headline) and the pooled percentage over every generation."""
     flags: dict[str, list[float]] = {}
@@ -337,5 +266,5 @@ def aggregate_toxicity(outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
         {name: per_document_metrics(o.metrics for o in docs) for name, docs in outcomes.items()}
         if len(outcomes) > 1 else {}
     )
-    return Aggregate(metrics, subtasks, groups)
+    return TaskResult(metrics, subtasks, groups)
 

@@ -141,7 +141,7 @@ def test_missing_rouge_fails_at_planning_not_with_zero(monkeypatch):
     monkeypatch.setitem(sys.modules, "rouge_score", None)
     for name in ("cnn_dailymail", "cnn_dailymail_textgen", "samsum"):
         with pytest.raises(EvalHarnessError, match="rouge-score"):
-            _task(name).documents(DataSource(DATA), name)
+            _task(name).preflight(DataSource(DATA))
 
 
 # --- prompts -------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_samsum_prompt_normalises_crlf():
 
 
 def test_custom_template_without_verbatim_source_protects_the_whole_document():
-    from evalharness.tasks.cnn_dailymail import instruction_chars
+    from evalharness.shapes.summarisation import instruction_chars
     from evalharness.core.task import Prompt
 
     prompt = Prompt("ARTICLE TEXT\nTL;DR:", 19, "x", ())
@@ -238,7 +238,7 @@ def test_stories260k_window_keeps_the_instruction(stories_backend, name, options
     doc = max(docs[:20], key=lambda d: len(task.template_vars(d)[task.source_field]))
     prompt = PromptRenderer().build(task, doc, [])
     (request,) = task.requests(doc, prompt)
-    row = _prepare(stories_backend, 0, request)
+    row = _prepare(stories_backend.decoder, 0, request)
     budget = stories_backend.max_length - request.sampling.max_new_tokens
     assert stories_backend.max_length == 512
     assert row.truncated and not row.truncated_document
@@ -251,7 +251,7 @@ def test_stories260k_window_keeps_the_instruction(stories_backend, name, options
 
 
 def test_llama2_tokenizer_fit_cuts_the_article_not_the_instruction():
-    from evalharness.backends.hf.tokenization import Encoder, load_tokenizer
+    from evalharness.backends.prompt_fitting import Encoder, load_tokenizer
 
     encoder = Encoder(load_tokenizer(str(LLAMA_TOKENIZER)))
     task = _task("cnn_dailymail")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sentencepiece as spm
 
-from evalharness.backends.hf.tokenization import EncodedContext, Encoder, load_tokenizer
+from evalharness.backends.prompt_fitting import EncodedContext, Encoder, load_tokenizer
 from tests.conftest import LLAMA_TOKENIZER, STORIES
 
 TRICKY = [

@@ -8,13 +8,16 @@ import math
 
 import pytest
 
+from evalharness.core.task import TaskContext
+
 from evalharness.data.source import DataSource
 from evalharness.core.errors import EvalHarnessError
 from evalharness.scoring.truthfulqa_judges import bleu, judge_prompt, reference_answers, rouge, run_judges, similarity, verdict
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.requests import GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
 from evalharness.core.task_selection import resolve
-from evalharness.tasks.truthfulqa import mc2_score, split_answers
+from evalharness.shapes.multiple_choice import mc2_score
+from evalharness.tasks.truthfulqa import split_answers
 from tests.conftest import DATA, STORIES, TINY_LLAMA, run_cli
 
 # TruthfulQA's QA_PRIMER, character for character as in lm-eval's truthfulqa_*.yaml.
@@ -130,7 +133,7 @@ def test_bad_options_are_one_line_errors(options, message):
 def test_a_missing_local_judge_fails_before_generation():
     task = _task("truthfulqa_gen", truth_judge="/nonexistent/judge")
     with pytest.raises(EvalHarnessError, match="truth_judge '/nonexistent/judge'.*judge=similarity"):
-        task.documents(DataSource(DATA), "truthfulqa_gen")
+        task.preflight(DataSource(DATA))
 
 
 # --- MC1 / MC2 arithmetic ----------------------------------------------------------------------
@@ -180,7 +183,8 @@ def test_judge_inputs_and_verdicts():
 def test_judge_scores_match_the_backend_directly(stories_backend):
     prompts = {"truth": [judge_prompt("Is the sky blue?", "Yes, it is.", "truth"), judge_prompt("Q?", "", "truth")],
                "info": [judge_prompt("Is the sky blue?", "Yes, it is.", "info")]}  # fmt: skip
-    verdicts, fingerprints = run_judges(prompts, {"truth": str(STORIES), "info": str(STORIES)}, "cpu", "float32", 4)
+    load = TaskContext("cpu", "float32", 4, 0, None).load_model  # judges come through the backend layer
+    verdicts, fingerprints = run_judges(prompts, {"truth": str(STORIES), "info": str(STORIES)}, load)
     for kind, texts in prompts.items():
         for text, got in zip(texts, verdicts[kind]):
             yes, no = stories_backend.loglikelihood([LoglikelihoodRequest(text, " yes"), LoglikelihoodRequest(text, " no")])
@@ -200,7 +204,8 @@ def test_judge_finalize_end_to_end_with_stand_in_judges(tmp_path):
     for metric in ("truthful_and_informative", "truthful", "informative"):
         assert metric in proc.stdout
     gen = json.loads((tmp_path / "results.json").read_text())["tasks"]["truthfulqa_gen"]
-    assert gen["judge"] == "judge" and gen["approximate"] is False and gen["judge_rule"] == "yes_vs_no"
+    # The card's rule by default: P(" yes") >= 0.5 (open-instruct's threshold on the GPT-judge).
+    assert gen["judge"] == "judge" and gen["approximate"] is False and gen["judge_rule"] == "p_yes"
     assert gen["judge_models"]["truth"]["weights"]["path"] == str(STORIES.resolve())
     assert gen["judge_models"]["info"]["weights"]["path"] == str(TINY_LLAMA.resolve())
     assert list(gen["metrics"]) == ["truthful_and_informative", "truthful", "informative"]
@@ -208,7 +213,7 @@ def test_judge_finalize_end_to_end_with_stand_in_judges(tmp_path):
     assert len(samples) == 4
     for s in samples:
         truth, info = s["judge"]["truth"], s["judge"]["info"]
-        assert truth["pass"] == (truth["logp_yes"] >= truth["logp_no"])
+        assert truth["pass"] == (truth["p_yes"] >= 0.5) and info["pass"] == (info["p_yes"] >= 0.5)
         assert s["metrics"] == {"truthful_and_informative": float(truth["pass"] and info["pass"]),
                                 "truthful": float(truth["pass"]), "informative": float(info["pass"])}  # fmt: skip
     both = sum(s["metrics"]["truthful_and_informative"] for s in samples) / 4
@@ -253,8 +258,11 @@ def test_similarity_prefers_the_side_the_answer_matches():
 def test_gen_score_uses_the_stripped_answer():
     task = _task("truthfulqa_gen", judge="similarity")
     doc = task.documents(DataSource(DATA), "truthfulqa_gen")[0]
-    outcome = task.score(doc, [GenerateResponse(" Nothing happens.", 4, "stop")])
-    assert outcome.prediction == "Nothing happens." and outcome.output == " Nothing happens."
+    scored = task.score(doc, [GenerateResponse(" Nothing happens.", 4, "stop")])
+    assert scored.prediction == "Nothing happens." and scored.output == " Nothing happens."
+    final = task.finalize([(doc, scored)], TaskContext("cpu", "float32", 4, 0, str(DATA)))
+    assert final.provenance == {"judge": "similarity", "approximate": True}
+    (outcome,) = final.outcomes
     assert outcome.metrics["rouge1_max"] == pytest.approx(1.0) and outcome.metrics["rouge1_acc"] == 1.0
     # BLEU-4 without effective order is 0 for answers under four tokens, as in lm-eval
     assert outcome.metrics["bleu_max"] == 0.0 and outcome.metrics["bleu_acc"] == 0.0

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="evaluate a model on tasks")
     run.add_argument("--model", required=True, help="local model folder or Hugging Face Hub id")
+    run.add_argument("--backend", help="hf (default: Hugging Face transformers in this process)")
     run.add_argument("--tasks", required=True, help="comma-separated task or subtask names")
     run.add_argument("--num-fewshot", type=non_negative_int, help="override each task's shots")
     run.add_argument("--limit", type=positive_int, help="first N documents of each subtask")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="results directory (default: runs/<model>-<time>)")
     run.add_argument("--no-log-prompts", action="store_true", help="leave prompts out of samples.jsonl")
     run.add_argument("--model-args", default="", help="k=v,... passed to the model loader")
-    run.add_argument("--gen-kwargs", default="", help="k=v,... overriding generation settings")
+    run.add_argument("--gen-kwargs", default="", help="k=v,... generation settings for every task, or task:k=v for one task")
     run.add_argument("--task-args", default="", help="k=v,... task options, e.g. samples=8 (gsm8k maj@8)")
     run.add_argument("--cache", help="response cache file (default: $EVALHARNESS_CACHE, else ~/.cache/evalharness/responses.sqlite)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
@@ -102,31 +103,32 @@ def default_output(model: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from evalharness.backends.registry import split_model
     from evalharness.backends.response_cache import default_cache_path
-    from evalharness.run.runner import RunConfig, run
+    from evalharness.run.runner import run
+    from evalharness.run.settings import ModelSpec, RunConfig
 
     config = RunConfig(
-        model=args.model,
         tasks=tuple(t for t in args.tasks.split(",") if t.strip()),
         num_fewshot=args.num_fewshot,
         limit=args.limit,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
         seed=args.seed,
         data_dir=args.data_dir,
         output_dir=args.output or default_output(args.model),
         log_prompts=not args.no_log_prompts,
-        model_args=parse_kv(args.model_args, "--model-args"),
         gen_kwargs=parse_kv(args.gen_kwargs, "--gen-kwargs"),
-        max_length=args.max_length,
         task_args=parse_kv(args.task_args, "--task-args"),
         prompt_dir=args.prompt_dir,
         apply_chat_template=args.apply_chat_template,
-        trust_remote_code=args.trust_remote_code,
         cache_path=None if args.no_cache else (args.cache or str(default_cache_path())),
     )
-    results = run(config)
+    backend, model_id = split_model(args.model, args.backend)
+    options = {
+        "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+        "model_args": parse_kv(args.model_args, "--model-args"), "max_length": args.max_length,
+        "trust_remote_code": args.trust_remote_code,
+    }  # fmt: skip
+    results = run(config, ModelSpec(model_id, backend, options))
     print(results.table())
     print(f"\nresults: {Path(config.output_dir or '.') / 'results.json'}")
     return 0

@@ -1,7 +1,10 @@
-"""The task protocol: documents → few-shot prompts → requests → per-document scores → aggregate.
+"""The task protocol: documents → few-shot prompts → requests → per-document scores → result.
 
-A task module subclasses ``Task`` and registers itself with ``@register_task``; it should read
-like the paper's description of the benchmark.
+A benchmark is declared, not programmed: it subclasses one of the shared shapes in
+``evalharness.shapes`` (multiple choice, short answer, scored generation, summarisation),
+declares its data (``dataset``, ``fewshot``) and its template, and maps a record to a ``Doc``.
+Tasks hold no state between calls: everything a later step needs travels in the values
+(``Outcome``, ``Finalized``, ``TaskResult``) that each step returns.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from evalharness.data.source import DataSource
 from evalharness.core.averages import MetricValue, per_document_metrics
+from evalharness.core.errors import DataError, EvalHarnessError, UnknownNameError
 from evalharness.core.registry import Registry
 from evalharness.core.requests import Request, Response
+from evalharness.data.datasets import Dataset, Fewshot
+from evalharness.data.source import DataSource
+
+if TYPE_CHECKING:
+    from evalharness.backends.protocol import Backend
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,11 @@ class Prompt:
     sha256: str
     shots: tuple[int, ...]  # doc_ids of the few-shot examples
 
+    @property
+    def fewshot_text(self) -> str:
+        """Everything before the document: description and answered examples."""
+        return self.text[: len(self.text) - self.document_chars]
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -47,17 +60,26 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Aggregate:
-    """A task's metrics, its subtasks' metrics, and anything else worth reporting."""
+class Finalized:
+    """The outcome of a task's second pass, and how it was scored (which judge, classifier…)."""
 
-    metrics: dict[str, MetricValue]
-    subtasks: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
-    groups: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
+    outcomes: list[Outcome]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A task's aggregated results, as results.json records them."""
+
+    metrics: Mapping[str, MetricValue]
+    subtasks: Mapping[str, Mapping[str, MetricValue]] = field(default_factory=dict)
+    groups: Mapping[str, Mapping[str, MetricValue]] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)  # extra facts for results.json
 
 
 @dataclass(frozen=True)
 class TaskContext:
-    """Run settings a task's ``finalize`` may need to load its own judge or classifier."""
+    """Run settings a task's second pass may need, and the way to obtain another model."""
 
     device: str
     dtype: str
@@ -65,46 +87,86 @@ class TaskContext:
     seed: int
     data_dir: str | None
 
+    def load_model(self, name: str) -> Backend:
+        """A judge or helper model, through the backend layer (the local backend, this run's
+        device, dtype and batch size)."""
+        from evalharness.backends.registry import build_backend
+
+        return build_backend(
+            "hf", name, {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size}
+        )
+
 
 class Task(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
     template: ClassVar[str]  # path under prompts/
+    dataset: ClassVar[Dataset | None] = None  # where the documents come from
+    fewshot: ClassVar[Fewshot | None] = None  # where the answered examples come from
     default_fewshot: ClassVar[int] = 0
-    fewshot_sampling: ClassVar[str] = "first_n"  # or "seeded"
     target_delimiter: ClassVar[str] = " "
     fewshot_delimiter: ClassVar[str] = "\n\n"
     defaults: ClassVar[Mapping[str, Any]] = {}  # task options settable with --task-args
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()  # metrics that improve downwards
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            from evalharness.core.errors import UnknownNameError
-
             raise UnknownNameError(f"task {self.name} has no option {', '.join(unknown)}")
         self.options: dict[str, Any] = {**self.defaults, **options}
+
+    # -- documents -------------------------------------------------------------------------
 
     def subtasks(self) -> list[str]:
         return [self.name]
 
-    @abstractmethod
-    def documents(self, data: DataSource, subtask: str) -> list[Doc]: ...
+    def subset(self, subtask: str) -> str | None:
+        """The dataset configuration a subtask reads (MMLU: its subject); None for one set."""
+        return None
+
+    def record_to_doc(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A dataset record (in the hub's schema) as the fields the template and scorer use."""
+        return record
+
+    def documents(self, data: DataSource, subtask: str) -> list[Doc]:
+        if self.dataset is None:
+            raise NotImplementedError(f"{self.name} declares no dataset")
+        split, subset = self.dataset.split, self.subset(subtask)
+        return self._docs(self.dataset.records(data, split, subset), subtask, self.dataset.where(data, split, subset))
 
     def fewshot_pool(self, data: DataSource, subtask: str) -> list[Doc]:
-        return []
+        if self.fewshot is None:
+            return []
+        source = self.fewshot.dataset or self.dataset
+        if source is None:
+            return []
+        split, subset = self.fewshot.split, self.subset(subtask)
+        return self._docs(source.records(data, split, subset), subtask, source.where(data, split, subset))
+
+    def _docs(self, records: Sequence[Mapping[str, Any]], subtask: str, where: str) -> list[Doc]:
+        docs = []
+        for i, record in enumerate(records):
+            try:
+                docs.append(Doc(subtask, i, self.record_to_doc(record)))
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise DataError(f"{where}, record {i + 1}: {detail}") from None
+        return docs
+
+    def preflight(self, data: DataSource) -> None:
+        """Checks that must fail before the model loads (a judge model, a metric package)."""
 
     def select_fewshot(self, pool: Sequence[Doc], k: int, doc: Doc, seed: int) -> list[Doc]:
         if k > len(pool):
-            from evalharness.core.errors import EvalHarnessError
-
-            raise EvalHarnessError(
-                f"{doc.subtask}: {k} few-shot examples asked for, the pool has {len(pool)}"
-            )
-        if self.fewshot_sampling == "first_n":
+            raise EvalHarnessError(f"{doc.subtask}: {k} few-shot examples asked for, the pool has {len(pool)}")
+        sampling = self.fewshot.sampling if self.fewshot is not None else "first_n"
+        if sampling == "first_n":
             return list(pool[:k])
         # Seeded per document, so a document's shots do not depend on which others ran.
         rng = random.Random(f"{seed}:{doc.subtask}:{doc.doc_id}")
         return rng.sample([d for d in pool if d is not doc], k)
+
+    # -- prompts and requests --------------------------------------------------------------
 
     def description(self, subtask: str) -> str:
         return ""
@@ -119,20 +181,20 @@ class Task(ABC):
     @abstractmethod
     def requests(self, doc: Doc, prompt: Prompt) -> list[Request]: ...
 
+    # -- scoring ---------------------------------------------------------------------------
+
     @abstractmethod
     def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome: ...
 
-    def finalize(
-        self, scored: Sequence[tuple[Doc, Outcome]], context: TaskContext
-    ) -> list[Outcome]:
+    def finalize(self, scored: Sequence[tuple[Doc, Outcome]], context: TaskContext) -> Finalized:
         """A second pass over all of the task's scored documents; the default keeps them.
 
-        Tasks whose scores need another model (a truthfulness judge, a toxicity classifier)
+        Shapes whose scores need another model or program (a judge, a classifier, a sandbox)
         override this to run it once, batched, over every document.
         """
-        return [outcome for _, outcome in scored]
+        return Finalized([outcome for _, outcome in scored])
 
-    def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> Aggregate:
+    def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> TaskResult:
         """Default: metrics pooled over every document, and per subtask."""
         pooled = per_document_metrics(o.metrics for docs in outcomes.values() for o in docs)
         per_subtask = (
@@ -140,15 +202,18 @@ class Task(ABC):
             if len(outcomes) > 1
             else {}
         )
-        return Aggregate(pooled, per_subtask)
+        return TaskResult(pooled, per_subtask)
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in self.lower_is_better
 
     def config(self) -> dict[str, Any]:
-        """Task settings recorded in results.json."""
+        """Task settings recorded in results.json (a function of the options alone)."""
         return {
             "version": self.version,
             "template": self.template,
             "default_fewshot": self.default_fewshot,
-            "fewshot_sampling": self.fewshot_sampling,
+            "fewshot_sampling": self.fewshot.sampling if self.fewshot is not None else "first_n",
             "options": dict(self.options),
         }
 
@@ -157,4 +222,5 @@ TASKS: Registry[type[Task]] = Registry("task", hint="`evalharness tasks` lists t
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    return TASKS.register(cls.name)(cls)
+    TASKS.register(cls.name)(cls)
+    return cls

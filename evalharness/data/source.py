@@ -43,6 +43,7 @@ class DataSource:
                 raise DataError(f"{origin} {str(chosen)!r} is not a directory")
             self.root = root.resolve()
         self.identity: dict[str, str] = {}  # file (relative to root) or hub dataset -> sha/revision
+        self._parsed_json: dict[Path, Any] = {}  # a JSON file read by several subtasks parses once
 
     @property
     def is_local(self) -> bool:
@@ -106,11 +107,14 @@ class DataSource:
         return rows
 
     def read_json(self, *parts: str) -> Any:
+        """A parsed JSON file; parsed once per run and shared, so callers must not modify it."""
         path = self.path(*parts)
-        try:
-            return json.loads(self._text(path))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+        if path not in self._parsed_json:
+            try:
+                self._parsed_json[path] = json.loads(self._text(path))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+        return self._parsed_json[path]
 
     def hub(self, dataset: str, config: str | None, split: str) -> Iterator[dict[str, Any]]:
         """Rows of a hub dataset split, through `datasets`."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 # lm-eval's gsm8k_cot strict pattern: the exemplars end with "The answer is N."
@@ -37,3 +39,69 @@ def gsm8k_gold(answer: str) -> str:
     if not sep:
         raise ValueError("no '####' in the answer")
     return normalize_number(final)
+
+
+def boxed(generation: str) -> str | None:
+    """The content of the last ``\\boxed{…}`` (braces may nest), as MATH solutions mark answers."""
+    start = generation.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin, len(generation)):
+        if generation[i] == "{":
+            depth += 1
+        elif generation[i] == "}":
+            if depth == 0:
+                return generation[begin:i].strip()
+            depth -= 1
+    return None
+
+
+def first_line(generation: str) -> str:
+    """The generation up to its first newline, stripped (short answers: NQ, TriviaQA)."""
+    return generation.strip().split("\n", 1)[0].strip()
+
+
+# --- normalisation and comparison (SQuAD's evaluate-v2.0.py rules) ------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str | None, references: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals any normalised reference (an alias)."""
+    if prediction is None:
+        return 0.0
+    normalized = normalize_text(prediction)
+    return float(any(normalized == normalize_text(ref) for ref in references))
+
+
+def token_f1(prediction: str | None, references: Sequence[str]) -> float:
+    """The best bag-of-tokens F1 against any reference; an empty reference (an unanswerable
+    SQuAD v2 question) scores 1 only for an empty prediction."""
+    predicted = normalize_text(prediction or "").split()
+    best = 0.0
+    for reference in references:
+        gold = normalize_text(reference).split()
+        if not predicted or not gold:
+            best = max(best, float(predicted == gold))
+            continue
+        common = Counter(predicted) & Counter(gold)
+        overlap = sum(common.values())
+        if overlap:
+            precision, recall = overlap / len(predicted), overlap / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def numeric_match(prediction: str | None, references: Sequence[str]) -> float:
+    """1.0 when the number equals a reference number (both normalised: '18.00' == '18')."""
+    if prediction is None:
+        return 0.0
+    return float(any(normalize_number(prediction) == normalize_number(ref) for ref in references))

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.backends.response_cache import ResponseCache
-from evalharness.backends.hf import loglikelihood
+from evalharness.backends.hf import generation, loglikelihood
 from evalharness.backends.hf.memory import auto_rows
 from evalharness.backends.hf.prefix import BatchSize
 from evalharness.backends.hf.loader import ModelConfig, load_model, weights_identity
-from evalharness.backends.hf.tokenization import Encoder
+from evalharness.backends.prompt_fitting import Encoder
+from evalharness.backends.protocol import Resume
+from evalharness.backends.registry import register_backend
 from evalharness.core.requests import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
-    Request,
 )
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ class HFBackend:
     ) -> None:
         self.config = config
         self.reuse_prefixes = reuse_prefixes
-        self.cache: ResponseCache | None = None  # set by the runner (--cache / --no-cache)
-        self.generation_prefix: tuple[tuple[int, ...], Any] | None = None  # last prefix KV cache
         self.model, self.tokenizer, self.device = load_model(config)
         self.encoder = Encoder(self.tokenizer)
         # "auto" sizes each batch from free memory and the length of its longest row.
@@ -54,45 +52,40 @@ class HFBackend:
         )
         self.max_length = max_length or context_length(self.model, self.tokenizer)
         eos = config.model_args.get("eos_token_id", self.model.generation_config.eos_token_id)
-        self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
-        self.pad_id = int(self.tokenizer.pad_token_id or self.eos_token_ids[0] or 0)
+        listed = eos if isinstance(eos, (list, tuple)) else (eos,)
+        self.eos_token_ids = tuple(int(t) for t in listed if t is not None)
+        self.pad_id = int(self.tokenizer.pad_token_id or (self.eos_token_ids or (0,))[0] or 0)
+        self.decoder = generation.Decoder(
+            self.model, self.encoder, lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+            self.device, self.pad_id, self.eos_token_ids, self.max_length, self.rows_per_batch,
+            self.reuse_prefixes,
+        )
 
     def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest]
+        self, requests: Sequence[LoglikelihoodRequest], resume: Resume[LoglikelihoodResponse] | None = None
     ) -> list[LoglikelihoodResponse]:
         if not requests:
             return []
+        resume = resume or Resume()
         prepared = loglikelihood.prepare(self.encoder, requests, self.max_length)
         batches = loglikelihood.plan(prepared, self.rows_per_batch, self.reuse_prefixes)
-        keys, results = self._cached(requests)
+        results = dict(resume.done)
         computed = loglikelihood.score(
             self.model, prepared, batches, self.device, self.pad_id,
-            on_batch=self._store(keys), skip=lambda indices: all(i in results for i in indices),
+            on_batch=resume.finished, skip=lambda indices: all(i in resume.done for i in indices),
         )
         results.update(computed)
-        return [results[i] for i in range(len(requests))]  # type: ignore[misc]
+        return [results[i] for i in range(len(requests))]
 
-    def _cached(self, requests: Sequence[Request]) -> tuple[list[str], dict[int, Any]]:
-        """Cache keys of the requests, and the responses already cached, by request index."""
-        if self.cache is None:
-            return [], {}
-        keys = self.cache.keys(requests)
-        found = self.cache.get_many(keys)
-        return keys, {i: found[k] for i, k in enumerate(keys) if k in found}
-
-    def _store(self, keys: list[str]) -> Callable[[list[int], Sequence[Any]], None] | None:
-        if self.cache is None:
-            return None
-        cache = self.cache
-        return lambda indices, responses: cache.put_many((keys[i], r) for i, r in zip(indices, responses))
-
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+    def generate(
+        self, requests: Sequence[GenerateRequest], resume: Resume[GenerateResponse] | None = None
+    ) -> list[GenerateResponse]:
         if not requests:
             return []
-        from evalharness.backends.hf import generation
+        return generation.generate(self.decoder, requests, resume)
 
-        keys, cached = self._cached(requests)
-        return generation.generate(self, requests, cached, self._store(keys))
+    def chat_tokenizer(self) -> Any:
+        return self.tokenizer
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -108,3 +101,19 @@ class HFBackend:
             "eos_token_ids": list(self.eos_token_ids),
             "model_args": dict(sorted(self.config.model_args.items())),
         }
+
+
+HF_OPTIONS = frozenset({"device", "dtype", "batch_size", "max_length", "model_args", "trust_remote_code", "revision"})
+
+
+@register_backend("hf", HF_OPTIONS, "Hugging Face transformers on torch, in this process")
+def build_hf(model: str, options: Mapping[str, Any]) -> HFBackend:
+    config = ModelConfig(
+        model,
+        dtype=str(options.get("dtype", "auto")),
+        device=str(options.get("device", "auto")),
+        revision=options.get("revision"),
+        trust_remote_code=bool(options.get("trust_remote_code", False)),
+        model_args=dict(options.get("model_args") or {}),
+    )
+    return HFBackend(config, batch_size=options.get("batch_size", 8), max_length=options.get("max_length"))

@@ -16,16 +16,33 @@ from typing import TYPE_CHECKING, Any
 
 from evalharness.core.errors import EvalHarnessError
 from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
-from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize, chunk, common_prefix_len
+from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize, chunk
+from evalharness.backends.prompt_fitting import common_prefix_len
+from evalharness.backends.prompt_fitting import Encoder
+from evalharness.backends.protocol import Resume
 from evalharness.core.progress import progress_bar
 from evalharness.core.requests import GenerateRequest, GenerateResponse, SamplingParams
 
 if TYPE_CHECKING:
     import torch
 
-    from evalharness.backends.hf.backend import HFBackend
-
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decoder:
+    """What generation needs from the local backend, passed explicitly (no back-reference)."""
+
+    model: Any
+    encoder: Encoder
+    decode: Callable[[list[int]], str]
+    device: str
+    pad_id: int
+    eos_token_ids: tuple[int, ...]
+    max_length: int
+    rows_per_batch: BatchSize
+    reuse_prefixes: bool
+    prefix_memo: tuple[tuple[int, ...], Any] | None = None  # the last prefix's KV cache
 
 
 @dataclass
@@ -41,15 +58,15 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
 
 
-def _prepare(backend: HFBackend, index: int, request: GenerateRequest) -> _Row:
-    budget = backend.max_length - request.sampling.max_new_tokens
+def _prepare(decoder: Decoder, index: int, request: GenerateRequest) -> _Row:
+    budget = decoder.max_length - request.sampling.max_new_tokens
     if budget <= 0:
         raise EvalHarnessError(
             f"max_new_tokens={request.sampling.max_new_tokens} leaves no room for a prompt "
-            f"in the model's {backend.max_length}-token context"
+            f"in the model's {decoder.max_length}-token context"
         )
-    encoded = backend.encoder.encode_context(request.context, request.protected_chars)
-    window = backend.encoder.fit(encoded, budget)
+    encoded = decoder.encoder.encode_context(request.context, request.protected_chars)
+    window = decoder.encoder.fit(encoded, budget)
     return _Row(index, request, window.ids, window.truncated, window.truncated_document)
 
 
@@ -90,7 +107,7 @@ def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[_R
 
 
 def _finish(
-    backend: HFBackend, row: _Row, token: int, eos: frozenset[int]
+    decoder: Decoder, row: _Row, token: int, eos: frozenset[int]
 ) -> GenerateResponse | None:
     """Records ``token`` for ``row``; returns the response once the row is done."""
     sampling = row.request.sampling
@@ -102,14 +119,14 @@ def _finish(
         reason = "length" if len(row.tokens) >= sampling.max_new_tokens else ""
     text = None
     if stops and reason != "eos":
-        text = backend.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        text = decoder.decode(row.tokens)
         hits = [i for i in (text.find(s) for s in stops) if i >= 0]
         if hits:
             text, reason = text[: min(hits)], "stop"
     if not reason:
         return None
     if text is None:
-        text = backend.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        text = decoder.decode(row.tokens)
     return GenerateResponse(
         text=text,
         num_tokens=len(row.tokens),
@@ -119,30 +136,30 @@ def _finish(
     )
 
 
-def _run_batch(backend: HFBackend, rows: list[_Row], bar: Any) -> dict[int, GenerateResponse]:
+def _run_batch(decoder: Decoder, rows: list[_Row], bar: Any) -> dict[int, GenerateResponse]:
     import torch
     from transformers import DynamicCache
 
-    device = backend.device
+    device = decoder.device
     params = rows[0].request.sampling
-    eos = frozenset() if params.ignore_eos else frozenset(int(t) for t in backend.eos_token_ids)
+    eos = frozenset() if params.ignore_eos else frozenset(int(t) for t in decoder.eos_token_ids)
     if not params.greedy:
         for row in rows:
             row.generator = torch.Generator(device=device).manual_seed(row.request.sampling.seed)
     # Rows sharing a long prompt head (few-shot exemplars) compute it once and expand its cache.
-    prefix = shared_prefix([r.prompt for r in rows]) if backend.reuse_prefixes else ()
+    prefix = shared_prefix([r.prompt for r in rows]) if decoder.reuse_prefixes else ()
     extra: dict[str, Any] = {}
-    if accepts(backend.model, "logits_to_keep"):
+    if accepts(decoder.model, "logits_to_keep"):
         extra["logits_to_keep"] = 1  # the vocabulary projection only at the last position
     if prefix:
-        cache = copy.deepcopy(_prefix_cache(backend, prefix))
+        cache = copy.deepcopy(_prefix_cache(decoder, prefix))
         if len(rows) > 1:
             cache.batch_repeat_interleave(len(rows))
     else:
-        cache = DynamicCache(config=backend.model.config)
+        cache = DynamicCache(config=decoder.model.config)
     offset = len(prefix)
     width = max(len(r.prompt) for r in rows) - offset
-    ids = torch.full((len(rows), width), backend.pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), decoder.pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), offset + width), dtype=torch.long)
     mask[:, :offset] = 1
     for i, row in enumerate(rows):  # left padding: every row's next token lands in one column
@@ -151,11 +168,11 @@ def _run_batch(backend: HFBackend, rows: list[_Row], bar: Any) -> dict[int, Gene
         mask[i, offset + width - len(suffix) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)[:, offset:]
-    extra.update(cache_kwargs(backend.model, cache))
+    extra.update(cache_kwargs(decoder.model, cache))
     done: dict[int, GenerateResponse] = {}
     active = list(rows)
     while True:
-        out = backend.model(
+        out = decoder.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -165,7 +182,7 @@ def _run_batch(backend: HFBackend, rows: list[_Row], bar: Any) -> dict[int, Gene
         tokens = _next_tokens(out.logits[:, -1].float(), params, active)
         keep = []
         for i, (row, token) in enumerate(zip(active, tokens)):
-            response = _finish(backend, row, token, eos)
+            response = _finish(decoder, row, token, eos)
             if response is None:
                 keep.append(i)
             else:
@@ -196,49 +213,49 @@ def shared_prefix(prompts: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
     return first[:length] if length >= MIN_PREFIX else ()
 
 
-def _prefix_cache(backend: HFBackend, prefix: tuple[int, ...]) -> Any:
+def _prefix_cache(decoder: Decoder, prefix: tuple[int, ...]) -> Any:
     """KV cache of ``prefix`` (one row), kept while consecutive batches share it."""
     import torch
 
-    memo = backend.generation_prefix
+    memo = decoder.prefix_memo
     if memo is None or memo[0] != prefix:
-        out = backend.model(
-            input_ids=torch.tensor([prefix], device=backend.device), use_cache=True,
-            **({"logits_to_keep": 1} if accepts(backend.model, "logits_to_keep") else {}),
+        out = decoder.model(
+            input_ids=torch.tensor([prefix], device=decoder.device), use_cache=True,
+            **({"logits_to_keep": 1} if accepts(decoder.model, "logits_to_keep") else {}),
         )
         memo = (prefix, returned_cache(out))
-        backend.generation_prefix = memo
+        decoder.prefix_memo = memo
     return memo[1]
 
 
 def generate(
-    backend: HFBackend,
-    requests: Sequence[GenerateRequest],
-    cached: Mapping[int, GenerateResponse] | None = None,
-    on_batch: Callable[[list[int], list[GenerateResponse]], None] | None = None,
+    decoder: Decoder, requests: Sequence[GenerateRequest], resume: Resume[GenerateResponse] | None = None
 ) -> list[GenerateResponse]:
     """Responses in the order of ``requests``.
 
-    Batches are planned over all requests first; a batch whose responses are all in ``cached``
-    is skipped, so a resumed run recomputes a request in the same batch as before.
+    Batches are planned over all requests first; a batch whose responses are all known
+    (``resume.done``) is skipped, so a resumed run recomputes a request in the same batch as
+    before. Each finished batch is reported through ``resume``.
     """
     import torch
 
-    cached = cached or {}
-    rows = [_prepare(backend, i, r) for i, r in enumerate(requests)]
-    backend.encoder.forget()
-    batches = _batches(rows, backend.rows_per_batch)
+    resume = resume or Resume()
+    if not decoder.eos_token_ids and any(not r.sampling.ignore_eos for r in requests):
+        raise EvalHarnessError(
+            "the model has no EOS token to stop generation at: pass --model-args eos_token_id=N,"
+            " or --gen-kwargs ignore_eos=true to always generate max_new_tokens"
+        )
+    rows = [_prepare(decoder, i, r) for i, r in enumerate(requests)]
+    decoder.encoder.forget()
+    batches = _batches(rows, decoder.rows_per_batch)
     log.debug("generate: %d requests in %d batches", len(rows), len(batches))
-    results: dict[int, GenerateResponse] = dict(cached)
-    with torch.inference_mode(), progress_bar(
-        total=len(requests), desc="generate", unit="req"
-    ) as bar:
+    results: dict[int, GenerateResponse] = dict(resume.done)
+    with torch.inference_mode(), progress_bar(total=len(requests), desc="generate", unit="req") as bar:
         for batch in batches:
-            if all(row.index in cached for row in batch):
+            if all(row.index in resume.done for row in batch):
                 bar.update(len(batch))
                 continue
-            done = _run_batch(backend, batch, bar)
+            done = _run_batch(decoder, batch, bar)
             results.update(done)
-            if on_batch is not None:
-                on_batch(list(done), list(done.values()))
+            resume.finished(list(done), list(done.values()))
     return [results[i] for i in range(len(requests))]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError, ModelLoadError
-from evalharness.backends.hf.tokenization import load_tokenizer
+from evalharness.backends.prompt_fitting import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from evalharness.backends.prompt_fitting import common_prefix_len
 
 MIN_PREFIX = 32  # shorter shared prefixes are not worth a separate forward pass
 
@@ -17,14 +18,6 @@ MIN_PREFIX = 32  # shorter shared prefixes are not worth a separate forward pass
 class Batch:
     prefix: tuple[int, ...]  # computed once; empty when the rows share nothing worth it
     rows: tuple[tuple[int, ...], ...]  # full inputs, longest first
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _groups(inputs: list[tuple[int, ...]]) -> list[tuple[int, list[tuple[int, ...]]]]:

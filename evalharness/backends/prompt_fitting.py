@@ -1,4 +1,7 @@
-"""Tokenization at the context/continuation boundary, and the context-window rule.
+"""Prompt fitting, for any backend: the context/continuation boundary and the context-window rule.
+
+It needs only a tokenizer (a Hugging Face one: the model's own, or ``--tokenizer`` for a remote
+backend), never the model, so every backend gets the same truncation rules.
 
 Other harnesses lose points here: tok(a + b) != tok(a) + tok(b) (lm-eval PR #531), a token
 spanning the join can leave the continuation empty (lm-eval #1053), and transformers 5's
@@ -14,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError
-from evalharness.backends.hf.prefix import common_prefix_len
 
 
 def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
@@ -32,6 +34,14 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
 
 
 ENCODE_CHUNK = 256
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 @dataclass(frozen=True)

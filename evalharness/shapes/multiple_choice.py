@@ -1,0 +1,154 @@
+"""Multiple choice by log-likelihood, written once for every benchmark that needs it.
+
+A task gives its prompt (the context), the choices and the gold index; this shape makes one
+``LoglikelihoodRequest(context, " " + choice)`` per choice and scores any of:
+
+- ``acc``: the most likely choice is the gold one (MMLU, and ``mc1`` for TruthfulQA's name);
+- ``acc_norm``: log-likelihood divided by the choice's length in characters (the Llama papers'
+  convention, lm-eval's ``acc_norm``);
+- ``acc_calibrated``: log P(choice | context) − log P(choice | "Answer:"), the Llama 1 paper's
+  rule for OpenBookQA and BoolQ (lm-eval's ``acc_mutual_info`` uses an empty context instead);
+- ``mc2``: the normalised probability mass on the true answers (``doc.fields["labels"]``).
+
+``PartialScoring`` is WinoGrande's variant: each option is substituted into the context and only
+the shared continuation after it is scored.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from evalharness.core.errors import EvalHarnessError
+from evalharness.core.requests import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
+from evalharness.core.task import Doc, Outcome, Prompt, Task
+
+METRICS = ("acc", "acc_norm", "acc_calibrated", "mc1", "mc2")
+
+
+def argmax(values: Sequence[float]) -> int:
+    """Index of the largest value; ties go to the first, as lm-eval's np.argmax."""
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def mc2_score(logprobs: Sequence[float], labels: Sequence[int]) -> float:
+    """Normalised probability mass on the true answers: sum(exp(ll) of true) / sum(exp(ll)).
+
+    Computed in log space (softmax), so very unlikely answers do not underflow to 0/0.
+    """
+    if len(logprobs) != len(labels) or not logprobs:
+        raise ValueError("mc2 needs one log-likelihood per labelled answer")
+    top = max(logprobs)
+    weights = [math.exp(lp - top) for lp in logprobs]
+    return math.fsum(w for w, label in zip(weights, labels) if label == 1) / math.fsum(weights)
+
+
+class MultipleChoice(Task):
+    """Declare ``metrics``; override ``choices``/``gold`` when the fields are named otherwise."""
+
+    metrics: ClassVar[tuple[str, ...]] = ("acc", "acc_norm")
+    calibration_context: ClassVar[str] = "Answer:"
+    # True: samples log {choice: log-likelihood} and the predicted/gold choice text (MMLU's
+    # letters); False: a list of log-likelihoods and indices.
+    labelled_output: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = sorted(set(cls.metrics) - set(METRICS))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown multiple-choice metric(s) {unknown}; known: {METRICS}")
+
+    def choices(self, doc: Doc) -> Sequence[str]:
+        return list(doc.fields["choices"])
+
+    def gold(self, doc: Doc) -> int:
+        return int(doc.fields["answer"])
+
+    def target(self, doc: Doc) -> str:
+        return self.choices(doc)[self.gold(doc)]
+
+    def protected_chars(self, doc: Doc, prompt: Prompt) -> int:
+        """How much of the prompt's tail must survive truncation (default: the document)."""
+        return prompt.document_chars
+
+    def continuations(self, doc: Doc) -> list[str]:
+        return [self.target_delimiter + choice for choice in self.choices(doc)]
+
+    def requests(self, doc: Doc, prompt: Prompt) -> list[Request]:
+        protected = self.protected_chars(doc, prompt)
+        continuations = self.continuations(doc)
+        requests: list[Request] = [LoglikelihoodRequest(prompt.text, c, protected) for c in continuations]
+        if "acc_calibrated" in self.metrics:
+            requests += [LoglikelihoodRequest(self.calibration_context, c) for c in continuations]
+        return requests
+
+    def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
+        logprobs = [r.logprob for r in responses if isinstance(r, LoglikelihoodResponse)]
+        choices = self.choices(doc)
+        n = len(choices)
+        if len(logprobs) != n * (2 if "acc_calibrated" in self.metrics else 1):
+            raise EvalHarnessError(f"{self.name}: {len(logprobs)} log-likelihoods for {n} choices")
+        conditional = logprobs[:n]
+        predicted = argmax(conditional)
+        gold = self.gold(doc)
+        metrics: dict[str, float] = {}
+        extra: dict[str, Any] = {}
+        for metric in self.metrics:
+            if metric in ("acc", "mc1"):
+                metrics[metric] = float(predicted == gold)
+            elif metric == "acc_norm":
+                normalized = argmax([lp / max(len(c), 1) for lp, c in zip(conditional, choices)])
+                metrics[metric] = float(normalized == gold)
+                extra["prediction_norm"] = normalized
+            elif metric == "acc_calibrated":
+                calibrated = argmax([c - u for c, u in zip(conditional, logprobs[n:])])
+                metrics[metric] = float(calibrated == gold)
+                extra["prediction_calibrated"] = calibrated
+                extra["unconditional"] = logprobs[n:]
+            elif metric == "mc2":
+                labels = list(doc.fields["labels"])
+                mass = mc2_score(conditional, labels)
+                metrics[metric] = mass
+                return Outcome(conditional, mass, labels, metrics, extra)
+        if self.labelled_output:
+            return Outcome(dict(zip(choices, conditional)), choices[predicted], choices[gold], metrics, extra)
+        return Outcome(conditional, predicted, gold, metrics, extra)
+
+
+class PartialScoring(MultipleChoice):
+    """Each option completes the context; only the continuation they share is scored.
+
+    WinoGrande: "… because _ was …" → the sentence up to the blank with each option filled in,
+    then the same continuation after the blank; the option under which that continuation is
+    most likely wins. The template renders the gold option's context (for the prompt's hash and
+    the few-shot examples), whose answer text is the shared continuation.
+    """
+
+    metrics: ClassVar[tuple[str, ...]] = ("acc",)
+
+    @abstractmethod
+    def option_contexts(self, doc: Doc) -> list[str]: ...
+
+    @abstractmethod
+    def shared_continuation(self, doc: Doc) -> str: ...
+
+    def choices(self, doc: Doc) -> Sequence[str]:
+        return self.option_contexts(doc)
+
+    def target(self, doc: Doc) -> str:
+        return self.shared_continuation(doc)
+
+    def requests(self, doc: Doc, prompt: Prompt) -> list[Request]:
+        head = prompt.fewshot_text
+        continuation = self.target_delimiter + self.shared_continuation(doc)
+        return [
+            LoglikelihoodRequest(head + context, continuation, len(context))
+            for context in self.option_contexts(doc)
+        ]
+
+    def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
+        logprobs = [r.logprob for r in responses if isinstance(r, LoglikelihoodResponse)]
+        predicted, gold = argmax(logprobs), self.gold(doc)
+        return Outcome(logprobs, predicted, gold, {"acc": float(predicted == gold)})
