@@ -177,3 +177,10 @@ def test_landed_tasks_have_confirmed_mappings():
     registered = set(_expand_groups(["llama2_card"]))
     stale = sorted(b.id for b in CARD.benchmarks.values() if b.provisional and b.task in registered)
     assert not stale, f"registered now, mapping still provisional in reports/llama2_card.json: {stale}"
+
+
+def test_card_text_names_no_development_paths():
+    """A user's report shows the card's notes and source: no paths into this repository's ../shared."""
+    texts = [CARD.source, CARD.provisional_note] + [b.note for b in CARD.benchmarks.values()]
+    assert not [t for t in texts if "shared/" in t or "../" in t]
+    assert CARD.benchmarks["quac"].note == "no local copy; loads from the hub"
