@@ -10,8 +10,16 @@ import pytest
 from evalharness.core.errors import UnknownNameError
 from evalharness.core.task_selection import _expand_groups
 from evalharness.reporting.card import (
-    CARD_TASKS, ReferenceValue, card_task_names, combine, infer_card_model, load_card, measured, reference,
-    round_half_up, shots_match,
+    CARD_TASKS,
+    ReferenceValue,
+    card_task_names,
+    combine,
+    infer_card_model,
+    load_card,
+    measured,
+    reference,
+    round_half_up,
+    shots_match,
 )
 
 CARD = load_card()
@@ -99,7 +107,8 @@ def test_every_number_names_its_source_table():
 
 def test_reference_api():
     ref = reference("llama-2-7b")
-    assert ref[("mmlu", "acc")] == ReferenceValue(0.453, "Table 20", True, 5, "MMLU (all), 5-shot, acc (question-weighted)")
+    assert ref[("mmlu", "acc")] == ReferenceValue(
+        0.453, "Table 20", True, 5, "MMLU (all), 5-shot, acc (question-weighted)")
     assert ref[("gsm8k", "exact_match_strict")].percent == pytest.approx(14.6)
     assert ref[("gsm8k", "exact_match_strict")].shots == 8
     assert ref[("toxigen", "toxic_mean_of_groups")].higher_is_better is False

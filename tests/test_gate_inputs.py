@@ -17,8 +17,17 @@ import pytest
 from evalharness.cli.main import main
 from tests.conftest import run_cli
 from tests.run_files import (
-    GOLDEN, acc, copy_golden, degrade, edit_first_sample, edit_results, read_samples, replace_first_sample, seal,
-    write_results, write_samples,
+    GOLDEN,
+    acc,
+    copy_golden,
+    degrade,
+    edit_first_sample,
+    edit_results,
+    read_samples,
+    replace_first_sample,
+    seal,
+    write_results,
+    write_samples,
 )
 
 Build = Callable[[Path], list[str]]

@@ -12,7 +12,13 @@ from typing import Any
 
 from evalharness.core.errors import EvalHarnessError
 from evalharness.reporting.gate import (
-    GateInputError, GateReport, check_options, compare, compare_card, compare_exact, load_gated_run,
+    GateInputError,
+    GateReport,
+    check_options,
+    compare,
+    compare_card,
+    compare_exact,
+    load_gated_run,
 )
 from evalharness.run.results_files import atomic_write
 
@@ -25,13 +31,16 @@ def add_parser(commands: Any) -> None:
     gate.add_argument("--candidate", required=True, help="candidate run directory")
     # Numbers are parsed in run(), so a bad value is one line naming the option (argparse prints usage too).
     gate.add_argument("--max-drop", default="1.0", help="points a metric may drop before it can fail (default 1.0)")
-    gate.add_argument("--alpha", default="0.05", help="significance level after Holm correction, in (0, 1) (default 0.05)")
-    gate.add_argument("--metric", action="append", default=[], help="TASK:METRIC to gate (repeatable; default: all shared)")
+    gate.add_argument("--alpha", default="0.05",
+                      help="significance level after Holm correction, in (0, 1) (default 0.05)")
+    gate.add_argument("--metric", action="append", default=[],
+                      help="TASK:METRIC to gate (repeatable; default: all shared)")
     gate.add_argument("--summary", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     gate.add_argument("--json", dest="json_out", help="write the JSON verdict here")
     gate.add_argument("--card", help="gate against a model card's numbers instead, e.g. llama-2-7b")
     gate.add_argument("--tolerance", default="2.0", help="points below the card allowed (with --card; default 2)")
-    gate.add_argument("--exact", action="store_true", help="golden check: identical prompts and predictions, numbers within 1e-5")
+    gate.add_argument("--exact", action="store_true",
+                      help="golden check: identical prompts and predictions, numbers within 1e-5")
     gate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
@@ -92,7 +101,8 @@ def _rows(report: GateReport) -> list[list[str]]:
             rows.append([v.task, v.metric, "", "", "", v.test, "", "", v.verdict.upper(), v.detail])
             continue
         rows.append([v.task, v.metric, f"{100 * v.baseline:.2f}", f"{100 * v.candidate:.2f}", f"{v.delta_points:+.2f}",
-                     v.test, _p(v.p_value), _p(v.p_adjusted), v.verdict.upper() if v.verdict != "pass" else "pass", v.detail])
+                     v.test, _p(v.p_value), _p(v.p_adjusted), v.verdict.upper() if v.verdict != "pass" else "pass",
+                     v.detail])
     return rows
 
 
@@ -108,7 +118,7 @@ def format_table(report: GateReport) -> str:
         return "\n".join([f"note: {n}" for n in report.notes] + ["gate: PASS"])
     rows = [HEADER, *_rows(report)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     result = "REGRESSION" if report.exit_code else "PASS"
     return "\n".join(lines + [""] + [f"note: {n}" for n in report.notes] + [f"gate: {result}"])

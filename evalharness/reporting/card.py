@@ -174,7 +174,7 @@ def combine(rule: str, values: Sequence[float], weights: Sequence[float] | None 
     if rule == "question_weighted":
         if weights is None or len(weights) != len(values) or sum(weights) <= 0:
             raise ValueError("question_weighted needs one positive weight per member")
-        return math.fsum(v * w for v, w in zip(values, weights)) / math.fsum(weights)
+        return math.fsum(v * w for v, w in zip(values, weights, strict=True)) / math.fsum(weights)
     raise ValueError(f"unknown group rule {rule!r} (one of {', '.join(RULES)})")
 
 
@@ -183,7 +183,7 @@ def combine_stderr(rule: str, stderrs: Sequence[float], weights: Sequence[float]
     if rule == "mean":
         return math.sqrt(math.fsum(s * s for s in stderrs)) / len(stderrs)
     assert weights is not None
-    return math.sqrt(math.fsum((w * s) ** 2 for w, s in zip(weights, stderrs))) / math.fsum(weights)
+    return math.sqrt(math.fsum((w * s) ** 2 for w, s in zip(weights, stderrs, strict=True))) / math.fsum(weights)
 
 
 def round_half_up(value: float, decimals: int = 1) -> float:

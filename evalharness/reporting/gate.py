@@ -128,9 +128,9 @@ def _check_comparable(base: GatedRun, cand: GatedRun, tasks: Sequence[str]) -> N
                 f"the runs logged different documents: {len(mine - theirs)} only in the baseline, "
                 f"{len(theirs - mine)} only in the candidate (same --limit and tasks?)"
             )
-        for key in sorted(mine, key=str):
-            if base.docs[key][1]["prompt_hash"] != cand.docs[key][1]["prompt_hash"]:
-                raise GateInputError(f"{key[1]} doc {key[2]}: the prompt differs between the runs (prompt_hash)")
+        for doc in sorted(mine, key=str):
+            if base.docs[doc][1]["prompt_hash"] != cand.docs[doc][1]["prompt_hash"]:
+                raise GateInputError(f"{doc[1]} doc {doc[2]}: the prompt differs between the runs (prompt_hash)")
 
 
 def _metrics(run: GatedRun) -> dict[tuple[str, str], dict[str, Any]]:
@@ -210,7 +210,8 @@ def _direction(base: GatedRun, cand: GatedRun, task: str, metric: str) -> bool:
 
 
 def compare(
-    base: GatedRun, cand: GatedRun, metrics: Sequence[str] = (), max_drop: float = 1.0, alpha: float = 0.05, seed: int = 0
+    base: GatedRun, cand: GatedRun, metrics: Sequence[str] = (), max_drop: float = 1.0, alpha: float = 0.05,
+    seed: int = 0,
 ) -> GateReport:
     check_options(alpha=alpha, max_drop=max_drop)
     report = GateReport()
@@ -239,7 +240,8 @@ def compare(
     adjusted = stats.holm([v.p_value for v in raw])
     for verdict, p_adj in zip(raw, adjusted, strict=True):
         report.verdicts.append(_decide(verdict, p_adj, max_drop, alpha))
-    report.notes.append(f"Holm–Bonferroni correction over {len(raw)} gated metric(s); alpha {alpha}, max drop {max_drop} points")
+    report.notes.append(f"Holm–Bonferroni correction over {len(raw)} gated metric(s); alpha {alpha},"
+                        f" max drop {max_drop} points")
     return report
 
 
@@ -262,8 +264,9 @@ def compare_exact(base: GatedRun, cand: GatedRun, tolerance: float = 1e-5) -> Ga
         a, b = base.docs[key][1], cand.docs[key][1]
         for name in ("prediction", "gold", "metrics", "output"):
             if not _close(a.get(name), b.get(name), tolerance):
-                report.verdicts.append(MetricVerdict(key[0], name, 0.0, 0.0, 0.0, "exact", 0.0, 0.0, "regressed",
-                                                     f"{key[1]} doc {key[2]}: {name} {a.get(name)!r} != {b.get(name)!r}"))
+                detail = f"{key[1]} doc {key[2]}: {name} {a.get(name)!r} != {b.get(name)!r}"
+                report.verdicts.append(
+                    MetricVerdict(key[0], name, 0.0, 0.0, 0.0, "exact", 0.0, 0.0, "regressed", detail))
                 return report
     report.notes.append(f"{len(base.docs)} documents identical (numbers within {tolerance:g})")
     return report

@@ -149,8 +149,9 @@ def chart(report: Report, width: int = 960) -> Chart:
         card_text = _pct(reference, row.decimals) if reference is not None else "no card value"
         if row.footnote and reference is not None:
             card_text = f"{_pct(reference, 2)} (rule; printed {_pct(row.card, row.decimals)})"
-        bars.append(Bar(y, plot * (reference or 0) / 100, CARD_COLOUR, card_text, f"card: {card_text}", reference is None))
-        for i, (run, m) in enumerate(zip(report.runs, row.measures)):
+        bars.append(Bar(y, plot * (reference or 0) / 100, CARD_COLOUR, card_text, f"card: {card_text}",
+                        reference is None))
+        for i, (run, m) in enumerate(zip(report.runs, row.measures, strict=True)):
             by = y + (i + 1) * (bar_h + gap)
             if m.value is None:
                 text = status_text(m)
@@ -158,12 +159,14 @@ def chart(report: Report, width: int = 960) -> Chart:
                 bars.append(Bar(by, 0, colour(i), text, f"{run.label}: {status_text(m)}", True))
             else:
                 text = _pct(m.value, row.decimals)
-                bars.append(Bar(by, plot * max(0.0, min(m.value, 100.0)) / 100, colour(i), text, f"{run.label}: {text}"))
+                bar_width = plot * max(0.0, min(m.value, 100.0)) / 100
+                bars.append(Bar(by, bar_width, colour(i), text, f"{run.label}: {text}"))
         height = len(bars) * (bar_h + gap) - gap
         rows.append(ChartRow(label, y, height, tuple(bars)))
         y += height + pad
     ticks = tuple((left + plot * t / 100, f"{t}") for t in range(0, 101, 20))
-    legend = ((CARD_COLOUR, f"card: {report.model.label}"),) + tuple((colour(i), r.label) for i, r in enumerate(report.runs))
+    legend = ((CARD_COLOUR, f"card: {report.model.label}"),) + tuple(
+        (colour(i), r.label) for i, r in enumerate(report.runs))
     return Chart(width, int(y + 10), left, plot, tuple(rows), ticks, legend)
 
 
@@ -200,13 +203,13 @@ def samples(report: Report, per_task: int = 200) -> tuple[list[dict[str, Any]], 
     totals: dict[str, int] = {}
     for index, run in enumerate(report.runs):
         by_task: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-        for s in run.run.samples or ():
-            task = str(s.get("task", "?"))
+        for record in run.run.samples or ():
+            task = str(record.get("task", "?"))
             totals[task] = totals.get(task, 0) + 1
             subs = by_task.setdefault(task, {})
-            bucket = subs.setdefault(str(s.get("subtask", task)), [])
+            bucket = subs.setdefault(str(record.get("subtask", task)), [])
             if len(bucket) < per_task:
-                bucket.append(s)
+                bucket.append(record)
         for task, subs in by_task.items():
             picked = _round_robin(list(subs.values()), per_task)
             metric = primary.get(task, "")

@@ -17,7 +17,15 @@ from typing import Any
 
 from evalharness.core.errors import EvalHarnessError
 from evalharness.reporting.card import (
-    Benchmark, Card, CardGroup, CardModel, combine, combine_stderr, find_part, infer_card_model, load_card,
+    Benchmark,
+    Card,
+    CardGroup,
+    CardModel,
+    combine,
+    combine_stderr,
+    find_part,
+    infer_card_model,
+    load_card,
     shots_match,
 )
 from evalharness.reporting.runs import LoadedRun, load_run
@@ -237,11 +245,11 @@ def measure_benchmark(card: Card, run: RunColumn, bench: Benchmark) -> Measure:
 
 
 def measure_group(group: CardGroup, members: Sequence[Benchmark], measures: Sequence[Measure]) -> Measure:
-    ran = [b.label for b, m in zip(members, measures) if m.status in ("ok", "partial")]
-    missing = [b.label for b, m in zip(members, measures) if m.status not in ("ok", "partial")]
+    ran = [b.label for b, m in zip(members, measures, strict=True) if m.status in ("ok", "partial")]
+    missing = [b.label for b, m in zip(members, measures, strict=True) if m.status not in ("ok", "partial")]
     flags = sorted({f for m in measures for f in m.flags if not f.startswith("partial")})
     approx = "; ".join(sorted({m.approximate for m in measures if m.approximate}))
-    incomplete = [b.label for b, m in zip(members, measures) if m.status == "partial"]
+    incomplete = [b.label for b, m in zip(members, measures, strict=True) if m.status == "partial"]
     if not ran:
         return Measure("not_run", missing=missing, flags=flags)
     if missing or incomplete:
@@ -332,8 +340,10 @@ def task_detail(card: Card, task: str, model: str, runs: Sequence[RunColumn]) ->
         ref = next((b.values.get(model) for b in card.benchmarks.values()
                     if b.task == task and b.metric == name and not b.part and not b.subtask), None)
         metrics.append((name, ref, _cells(runs, task, "metrics", name, None)))
-    groups = [(g, _card_for_part(card, task, g, model), _cells(runs, task, "groups", g, metric)) for g in names("groups")]
-    subs = [(s, _card_for_part(card, task, s, model), _cells(runs, task, "subtasks", s, metric)) for s in names("subtasks")]
+    groups = [(g, _card_for_part(card, task, g, model), _cells(runs, task, "groups", g, metric))
+              for g in names("groups")]
+    subs = [(s, _card_for_part(card, task, s, model), _cells(runs, task, "subtasks", s, metric))
+            for s in names("subtasks")]
     return Detail(task, [e.get("num_fewshot") for e in entries], metrics, groups, subs, decimals)
 
 
