@@ -7,11 +7,20 @@ import re
 
 import pytest
 
-from evalharness.reporting.card import (
-    CARD_TASKS, ReferenceValue, combine, infer_card_model, load_card, measured, reference,
-    registered_card_tasks, round_half_up, shots_match,
-)
 from evalharness.core.errors import UnknownNameError
+from evalharness.core.task_selection import _expand_groups
+from evalharness.reporting.card import (
+    CARD_TASKS,
+    ReferenceValue,
+    card_task_names,
+    combine,
+    infer_card_model,
+    load_card,
+    measured,
+    reference,
+    round_half_up,
+    shots_match,
+)
 
 CARD = load_card()
 SIZES = ("llama-2-7b", "llama-2-13b", "llama-2-70b")
@@ -98,7 +107,8 @@ def test_every_number_names_its_source_table():
 
 def test_reference_api():
     ref = reference("llama-2-7b")
-    assert ref[("mmlu", "acc")] == ReferenceValue(0.453, "Table 20", True, 5, "MMLU (all), 5-shot, acc (question-weighted)")
+    assert ref[("mmlu", "acc")] == ReferenceValue(
+        0.453, "Table 20", True, 5, "MMLU (all), 5-shot, acc (question-weighted)")
     assert ref[("gsm8k", "exact_match_strict")].percent == pytest.approx(14.6)
     assert ref[("gsm8k", "exact_match_strict")].shots == 8
     assert ref[("toxigen", "toxic_mean_of_groups")].higher_is_better is False
@@ -115,9 +125,27 @@ def test_reference_api():
 
 def test_card_tasks():
     assert {"mmlu", "gsm8k", "truthfulqa_gen", "toxigen", "humaneval", "agieval", "bbh", "math"} <= set(CARD_TASKS)
-    assert len(CARD_TASKS) == len(set(CARD_TASKS))
-    registered = registered_card_tasks()
+    assert len(CARD_TASKS) == len(set(CARD_TASKS)) and card_task_names() == CARD_TASKS
+    registered = _expand_groups(["llama2_card"])  # what --tasks llama2_card runs: the registered card tasks
     assert {"mmlu", "gsm8k"} <= set(registered) <= set(CARD_TASKS)
+    assert "humaneval" not in registered
+
+
+def test_reporting_imports_no_task_plugins():
+    """The reporting layer reads results.json; it never imports tasks or task selection (not even lazily)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "evalharness"
+    files = [*sorted((package / "reporting").glob("*.py")), package / "cli" / "gate.py", package / "cli" / "report.py"]
+    forbidden = ("evalharness.tasks", "evalharness.core.task", "evalharness.core.task_selection")
+    found = []
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text("utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{file.name}: {n}" for n in names if n in forbidden or n.startswith("evalharness.tasks.")]
+    assert not found
 
 
 def test_measured_finds_tasks_subtasks_and_groups():
@@ -155,6 +183,13 @@ def test_stderr_free_arithmetic_is_exact():
 
 def test_landed_tasks_have_confirmed_mappings():
     """When a card task lands, confirm its task/metric in reports/llama2_card.json and drop "provisional"."""
-    registered = set(registered_card_tasks())
+    registered = set(_expand_groups(["llama2_card"]))
     stale = sorted(b.id for b in CARD.benchmarks.values() if b.provisional and b.task in registered)
     assert not stale, f"registered now, mapping still provisional in reports/llama2_card.json: {stale}"
+
+
+def test_card_text_names_no_development_paths():
+    """A user's report shows the card's notes and source: no paths into this repository's ../shared."""
+    texts = [CARD.source, CARD.provisional_note] + [b.note for b in CARD.benchmarks.values()]
+    assert not [t for t in texts if "shared/" in t or "../" in t]
+    assert CARD.benchmarks["quac"].note == "no local copy; loads from the hub"

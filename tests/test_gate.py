@@ -12,7 +12,8 @@ from evalharness.reporting import significance as stats
 from tests.conftest import DATA, REPO, TINY_LLAMA, run_cli
 
 GOLDEN = REPO / "tests" / "golden" / "mmlu-tiny-limit2"
-RUN = ["run", "--model", str(TINY_LLAMA), "--data-dir", str(DATA), "--device", "cpu", "--dtype", "float32", "--no-log-prompts"]
+RUN = ["run", "--model", str(TINY_LLAMA), "--data-dir", str(DATA), "--device", "cpu", "--dtype", "float32",
+       "--no-log-prompts"]
 
 
 def _run(out: Path, *extra: str) -> Path:
@@ -54,7 +55,8 @@ def test_same_model_and_seed_pass(runs):
 
 
 def test_significant_drop_fails(runs, tmp_path):
-    correct = sum(json.loads(l)["metrics"]["acc"] for l in (runs[0] / "samples.jsonl").read_text().splitlines())
+    lines = (runs[0] / "samples.jsonl").read_text().splitlines()
+    correct = sum(json.loads(line)["metrics"]["acc"] for line in lines)
     worse = _degrade(runs[0], tmp_path / "worse", int(correct))
     summary, verdict = tmp_path / "summary.md", tmp_path / "verdict.json"
     proc = _gate("--baseline", str(runs[0]), "--candidate", str(worse), "--metric", "mmlu:acc",

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from evalharness.reporting.report import build_report
 from evalharness.cli.report import main as report_main
-from evalharness.reporting.render import render_markdown
+from evalharness.reporting.render import render_html, render_markdown, samples
+from evalharness.reporting.report import build_report
 from tests.conftest import DATA, TINY_LLAMA, run_cli
+from tests.run_files import GOLDEN, acc, copy_golden, edit_first_sample, edit_results, seal, write_results
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,7 +53,8 @@ def test_math_group_is_partial_until_both_members_ran(tmp_path):
         "gsm8k": (8, {"exact_match_strict": metric(0.146, 1319)}, {}, {}, {}),
         "math": (4, {"exact_match": metric(0.025, 5000)}, {}, {}, {}),
     }, ["gsm8k", "math"])
-    only = fake_run(tmp_path / "only", {"gsm8k": (8, {"exact_match_strict": metric(0.146, 1319)}, {}, {}, {})}, ["gsm8k"])
+    only = fake_run(tmp_path / "only", {"gsm8k": (8, {"exact_match_strict": metric(0.146, 1319)}, {}, {}, {})},
+                    ["gsm8k"])
     report = build_report([both, only])
     assert report.model.id == "llama-2-7b" and "inferred" in report.card_reason
     assert [r.label for r in report.runs] == ["both", "only"]  # same model: the directories name the columns
@@ -64,7 +66,8 @@ def test_math_group_is_partial_until_both_members_ran(tmp_path):
     assert (partial.ran, partial.missing) == (["GSM8K"], ["MATH"])
     markdown = render_markdown(report)
     line = next(li for li in markdown.splitlines() if li.startswith("| Math |"))
-    assert "14.6 <sup>1</sup> (rule: 8.55)" in line and "| 8.6 ± 0.7 | 0.0 |" in line and "partial (1 of 2: GSM8K)" in line
+    assert "14.6 <sup>1</sup> (rule: 8.55)" in line and "| 8.6 ± 0.7 | 0.0 |" in line
+    assert "partial (1 of 2: GSM8K)" in line
     assert "Table 3 prints GSM8K alone" in markdown
 
 
@@ -232,3 +235,68 @@ def test_html_in_headless_chromium(html_report, tiny_run, tmp_path):
     taken = _browser(url, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars")
     assert taken.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+# --- malformed runs and hostile text ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "change", "word"), [
+    ("results.json is a list", lambda f: write_results(f, []), "not an object"),
+    ("value is NaN", lambda f: edit_results(f, lambda r: acc(r).update(value=float("nan"))), "NaN"),
+    ("value missing", lambda f: edit_results(f, lambda r: acc(r).pop("value")), "has no value"),
+    ("value is text", lambda f: edit_results(f, lambda r: acc(r).update(value="0.3")), "not a number"),
+    ("results.json not UTF-8", lambda f: (f / "results.json").write_bytes(b'{"\xff": 1}'), "UTF-8"),
+    ("sample without prompt_hash", lambda f: edit_first_sample(f, lambda s: s.pop("prompt_hash")), "prompt_hash"),
+    ("samples from another run", lambda f: seal(f, "f" * 64), "come from different runs"),
+])
+def test_malformed_run_is_exit_2_in_one_line(tmp_path, capsys, name, change, word):
+    folder = copy_golden(tmp_path / "run")
+    change(folder)
+    for fmt in ("md", "html"):
+        assert report_main(["report", str(folder), "--format", fmt]) == 2, name
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and word in captured.err, captured.err
+
+
+def test_unwritable_output_is_exit_2(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    assert report_main(["report", str(GOLDEN), "--output", str(tmp_path / "a-file" / "report.md")]) == 2
+    assert "--output" in capsys.readouterr().err
+
+
+def test_markdown_escapes_html_from_runs(tmp_path):
+    """GitHub renders raw HTML in Markdown: every text that comes from a run is shown as text."""
+    from evalharness.tasks.toxigen import GROUPS
+
+    img = '<img src=x onerror="alert(1)">'
+    groups = {g.key: {"toxic": metric(0.20, 50)} for g in GROUPS} | {"<b>bold</b>": {"toxic": metric(0.2, 50)}}
+    run = fake_run(tmp_path / "hostile", {
+        "toxigen": (0, {"toxic_mean_of_groups": metric(0.2, 650)}, groups, {},
+                    {"approximate": True, "classifier": {"name": f"<script>{PAYLOAD}</script>"}}),
+        "gsm8k": (8, {"exact_match_strict": metric(0.146, 1319)}, {}, {}, {}),
+    }, ["toxigen", "gsm8k"], model=img)
+    (run / "samples.jsonl").write_text(json.dumps({
+        "task": "gsm8k", "subtask": "gsm8k", "doc_id": 0, "prompt_hash": "0" * 64, "output": PAYLOAD,
+        "prediction": img, "gold": "1", "metrics": {"exact_match_strict": 0.0}}) + "\n", "utf-8")
+    markdown = render_markdown(build_report([run], card_model="llama-2-7b"))
+    assert "<script" not in markdown and "<img" not in markdown and "<b>" not in markdown
+    assert "&lt;img src=x onerror=\"alert(1)\"&gt;" in markdown  # the column label, readable as text
+    assert "classifier=&lt;script&gt;" in markdown and "| &lt;b&gt;bold&lt;/b&gt; |" in markdown
+    assert "<sup>1</sup>" in markdown  # the template's own markup stays
+    html = render_html(build_report([run], card_model="llama-2-7b"))
+    assert "&lt;script&gt;document.title" in html and html.count("<script") == 1
+
+
+def test_quac_note_is_for_users():
+    html = render_html(build_report([GOLDEN], card_model="llama-2-7b"))
+    assert "no local copy; loads from the hub" in html and "../shared" not in html
+
+
+def test_sample_browser_uses_the_direction_in_results_json(tmp_path):
+    """A metric marked higher_is_better false counts a document as wrong when its score is above 0."""
+    folder = copy_golden(tmp_path / "run")
+    edit_results(folder, lambda r: acc(r).update(higher_is_better=False))
+    picked, _ = samples(build_report([folder]), per_task=500)
+    assert picked and all(s["wrong"] == (s["score"] > 0) for s in picked)
+    normal, _ = samples(build_report([GOLDEN]), per_task=500)
+    assert all(s["wrong"] == (s["score"] < 1) for s in normal)

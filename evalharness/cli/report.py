@@ -7,11 +7,15 @@ Wired into ``evalharness.cli.main`` with ``report_cli.add_parser(commands)`` and
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from evalharness.core.errors import DataError, EvalHarnessError
 from evalharness.run.results_files import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subcommands: Any) -> argparse.ArgumentParser:
@@ -36,31 +40,45 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evalharness.reporting.report import build_report
+    """Exit 0 with the report written; a run it cannot read, or a file it cannot write, is exit 2."""
+    try:
+        return _run(args)
+    except EvalHarnessError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed run must be one line, never a traceback
+        if getattr(args, "debug", False):
+            raise
+        raise DataError(f"report could not read its runs ({type(exc).__name__}: {exc});"
+                        " rerun with --debug for details") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from evalharness.reporting.render import render_html, render_markdown
+    from evalharness.reporting.report import build_report
 
     fmt = args.format or ("html" if args.output and Path(args.output).suffix.lower() in (".html", ".htm") else "md")
     report = build_report(args.runs, args.card)
     text = render_html(report, max(0, args.samples)) if fmt == "html" else render_markdown(report)
     if args.output:
-        atomic_write(Path(args.output), [text])
-        print(f"report: {args.output}", file=sys.stderr)
+        try:
+            atomic_write(Path(args.output), [text])
+        except OSError as exc:
+            raise DataError(f"--output {args.output}: cannot write ({exc.strerror or exc})") from None
+        log.info("report: %s", args.output)
     else:
         sys.stdout.write(text)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m evalharness.cli.report``) until cli.py wires it in."""
-    from evalharness.core.errors import EvalHarnessError
-
+    """Stand-alone entry (``python -m evalharness.cli.report``); ``evalharness report`` is the usual one."""
     parser = argparse.ArgumentParser(prog="evalharness")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return run(args)
     except EvalHarnessError as exc:
-        print(f"evalharness: error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"evalharness: error: {exc}\n")
         return exc.exit_code
 
 

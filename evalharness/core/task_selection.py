@@ -39,13 +39,18 @@ def all_tasks() -> list[Task]:
 
 
 def _expand_groups(names: Sequence[str]) -> list[str]:
-    """``llama2_card``: every registered task of the card, each with its card shot count."""
+    """``llama2_card``: every card task this installation has registered, each with its card shot count.
+
+    The card (``reporting.card``) is pure data and lists tasks whether or not they have landed;
+    which of them can run is decided here, where the task registry lives.
+    """
     expanded = []
     for name in names:
         if name.strip() == "llama2_card":
-            from evalharness.reporting.card import registered_card_tasks
+            from evalharness.reporting.card import card_task_names
 
-            expanded += registered_card_tasks()
+            load_plugins()
+            expanded += [t for t in card_task_names() if t in TASKS]
         else:
             expanded.append(name)
     return expanded

@@ -61,7 +61,7 @@ class Benchmark:
     part: str | None = None  # measured by a group (or per-group subtask) of ``task``
     aliases: tuple[str, ...] = ()  # other spellings of ``part``
     aggregate: str = "metric"  # or "subtask_mean"
-    subtasks: int | None = None  # expected subtask count when the task is not registered
+    subtasks: int | None = None  # the task's subtask count (coverage, when results.json does not say)
     provisional: bool = False  # the task had not landed when the mapping was written
     decimals: int = 1
     note: str = ""
@@ -80,7 +80,9 @@ class Benchmark:
 
 
 @dataclass(frozen=True)
-class Group:
+class CardGroup:
+    """A group of the card (a Table 3 category or a safety number) and the rule that combines its members."""
+
     id: str
     label: str
     section: str  # "academic" (Table 3) or "safety"
@@ -98,7 +100,9 @@ class Group:
 
 
 @dataclass(frozen=True)
-class Model:
+class CardModel:
+    """A model the card has numbers for (``llama-2-7b``, ``llama-2-13b-chat``...)."""
+
     id: str
     label: str
     chat: bool
@@ -124,27 +128,32 @@ class Card:
     title: str
     source: str
     tables: Mapping[str, str]
-    models: Mapping[str, Model]
+    models: Mapping[str, CardModel]
     benchmarks: Mapping[str, Benchmark]
-    groups: tuple[Group, ...]
+    groups: tuple[CardGroup, ...]
     provisional_note: str = ""
 
-    def model(self, name: str) -> Model:
+    def model(self, name: str) -> CardModel:
         if name not in self.models:
             raise UnknownNameError(f"unknown card model {name!r}{did_you_mean(name, list(self.models))}"
                                    f" (one of {', '.join(self.models)})")
         return self.models[name]
 
-    def group(self, group_id: str) -> Group:
+    def group(self, group_id: str) -> CardGroup:
         return next(g for g in self.groups if g.id == group_id)
 
     def tasks(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(b.task for b in self.benchmarks.values()))
 
-    def members(self, group: Group) -> list[Benchmark]:
+    def subtask_count(self, task: str) -> int | None:
+        """How many subtasks ``task`` has, as the card records it (None when it does not say)."""
+        counts = [b.subtasks for b in self.benchmarks.values() if b.task == task and b.subtasks]
+        return max(counts) if counts else None
+
+    def members(self, group: CardGroup) -> list[Benchmark]:
         return [self.benchmarks[m] for m in group.members]
 
-    def recompute(self, group: Group, model: str) -> float | None:
+    def recompute(self, group: CardGroup, model: str) -> float | None:
         """The group rule fed with the card's own per-benchmark numbers (None if any is missing)."""
         members = self.members(group)
         values = [b.values.get(model) for b in members]
@@ -152,7 +161,7 @@ class Card:
             return None
         return combine(group.rule, values, [b.size or 0 for b in members])  # type: ignore[arg-type]
 
-    def group_reference(self, group: Group, model: str) -> GroupReference:
+    def group_reference(self, group: CardGroup, model: str) -> GroupReference:
         return GroupReference(group.values.get(model), self.recompute(group, model), group.printed_as.get(model))
 
 
@@ -165,7 +174,7 @@ def combine(rule: str, values: Sequence[float], weights: Sequence[float] | None 
     if rule == "question_weighted":
         if weights is None or len(weights) != len(values) or sum(weights) <= 0:
             raise ValueError("question_weighted needs one positive weight per member")
-        return math.fsum(v * w for v, w in zip(values, weights)) / math.fsum(weights)
+        return math.fsum(v * w for v, w in zip(values, weights, strict=True)) / math.fsum(weights)
     raise ValueError(f"unknown group rule {rule!r} (one of {', '.join(RULES)})")
 
 
@@ -174,7 +183,7 @@ def combine_stderr(rule: str, stderrs: Sequence[float], weights: Sequence[float]
     if rule == "mean":
         return math.sqrt(math.fsum(s * s for s in stderrs)) / len(stderrs)
     assert weights is not None
-    return math.sqrt(math.fsum((w * s) ** 2 for w, s in zip(weights, stderrs))) / math.fsum(weights)
+    return math.sqrt(math.fsum((w * s) ** 2 for w, s in zip(weights, stderrs, strict=True))) / math.fsum(weights)
 
 
 def round_half_up(value: float, decimals: int = 1) -> float:
@@ -194,10 +203,10 @@ def _benchmark(bid: str, raw: Mapping[str, Any]) -> Benchmark:
     return Benchmark(id=bid, **fields)
 
 
-def _group(raw: Mapping[str, Any], benchmarks: Mapping[str, Benchmark]) -> Group:
+def _group(raw: Mapping[str, Any], benchmarks: Mapping[str, Benchmark]) -> CardGroup:
     fields = dict(raw)
     fields["members"] = tuple(fields["members"])
-    group = Group(**fields)
+    group = CardGroup(**fields)
     missing = [m for m in group.members if m not in benchmarks]
     if missing or group.rule not in RULES:
         raise EvalHarnessError(f"card group {group.id}: unknown member(s) {missing} or rule {group.rule!r}")
@@ -208,7 +217,7 @@ def _group(raw: Mapping[str, Any], benchmarks: Mapping[str, Benchmark]) -> Group
 
 def parse_card(raw: Mapping[str, Any]) -> Card:
     benchmarks = {bid: _benchmark(bid, b) for bid, b in raw["benchmarks"].items()}
-    models = {mid: Model(mid, m["label"], bool(m.get("chat"))) for mid, m in raw["models"].items()}
+    models = {mid: CardModel(mid, m["label"], bool(m.get("chat"))) for mid, m in raw["models"].items()}
     for b in benchmarks.values():
         unknown = set(b.values) - set(models)
         if unknown:
@@ -236,17 +245,15 @@ def load_card(path: str | None = None) -> Card:
     return parse_card(raw)
 
 
-CARD_TASKS: tuple[str, ...] = load_card().tasks()
-"""Harness task names the card's numbers map to, registered or not yet (e.g. "humaneval")."""
+def card_task_names() -> tuple[str, ...]:
+    """Harness task names the card's numbers map to, registered or not yet (e.g. "humaneval").
+
+    Pure data: which of them this installation can run is for ``core.task_selection`` to decide.
+    """
+    return load_card().tasks()
 
 
-def registered_card_tasks() -> list[str]:
-    """The card tasks this installation can run (what ``--tasks llama2_card`` expands to)."""
-    from evalharness.core.task_selection import load_plugins
-    from evalharness.core.task import TASKS
-
-    load_plugins()
-    return [t for t in CARD_TASKS if t in TASKS]
+CARD_TASKS: tuple[str, ...] = card_task_names()
 
 
 def reference(card: str, *, parts: bool = False) -> dict[tuple[str, str], ReferenceValue]:

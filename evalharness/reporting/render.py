@@ -12,15 +12,17 @@ import base64
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
-from evalharness.reporting.report import Measure, Report, Row, Run
+from evalharness.reporting.report import Measure, Report, Row, RunColumn
+from evalharness.reporting.runs import metric_higher_is_better
 
 PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2")
 CARD_COLOUR = "#9ca3af"
@@ -45,21 +47,43 @@ def _csp_hash(script: str) -> str:
     return base64.b64encode(hashlib.sha256(str(script).encode("utf-8")).digest()).decode("ascii")
 
 
-def _md(text: Any) -> str:
-    """A Markdown table cell: no pipes or newlines."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _html_text(text: str) -> str:
+    """HTML's special characters as entities: GitHub renders raw HTML inside Markdown."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md(text: Any) -> Markup:
+    """A Markdown table cell: HTML escaped (unless the template made it), no pipes or newlines."""
+    safe = str(text) if isinstance(text, Markup) else _html_text(str(text))
+    return Markup(safe.replace("|", "\\|").replace("\n", " "))
+
+
+def _md_finalize(value: Any) -> Any:
+    """Every ``{{ value }}`` in the Markdown template: text from a run (model names, outputs) is escaped."""
+    if isinstance(value, Markup) or hasattr(value, "__html__"):
+        return value
+    return Markup(_html_text("" if value is None else str(value)))
+
+
+def _md_join(items: Iterable[Any], separator: str = "") -> Markup:
+    """Jinja's ``join`` for the Markdown template, escaping like ``_md_finalize`` (quotes stay quotes)."""
+    return Markup(_html_text(separator).join(str(_md_finalize(item)) for item in items))
 
 
 def environment(html: bool) -> jinja2.Environment:
+    """HTML: Jinja's autoescape. Markdown: autoescape too (macros stay markup), but escaping only ``&<>``."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(str(resources.files("evalharness.reports"))))),
-        autoescape=html,
+        autoescape=True,
+        finalize=None if html else _md_finalize,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
     env.filters.update(pct=_pct, signed=_signed, count=_count, csp_hash=_csp_hash, md=_md)
+    if not html:
+        env.filters["join"] = _md_join
     env.globals.update(status_text=status_text, colour=colour)
     return env
 
@@ -125,8 +149,9 @@ def chart(report: Report, width: int = 960) -> Chart:
         card_text = _pct(reference, row.decimals) if reference is not None else "no card value"
         if row.footnote and reference is not None:
             card_text = f"{_pct(reference, 2)} (rule; printed {_pct(row.card, row.decimals)})"
-        bars.append(Bar(y, plot * (reference or 0) / 100, CARD_COLOUR, card_text, f"card: {card_text}", reference is None))
-        for i, (run, m) in enumerate(zip(report.runs, row.measures)):
+        bars.append(Bar(y, plot * (reference or 0) / 100, CARD_COLOUR, card_text, f"card: {card_text}",
+                        reference is None))
+        for i, (run, m) in enumerate(zip(report.runs, row.measures, strict=True)):
             by = y + (i + 1) * (bar_h + gap)
             if m.value is None:
                 text = status_text(m)
@@ -134,25 +159,33 @@ def chart(report: Report, width: int = 960) -> Chart:
                 bars.append(Bar(by, 0, colour(i), text, f"{run.label}: {status_text(m)}", True))
             else:
                 text = _pct(m.value, row.decimals)
-                bars.append(Bar(by, plot * max(0.0, min(m.value, 100.0)) / 100, colour(i), text, f"{run.label}: {text}"))
+                bar_width = plot * max(0.0, min(m.value, 100.0)) / 100
+                bars.append(Bar(by, bar_width, colour(i), text, f"{run.label}: {text}"))
         height = len(bars) * (bar_h + gap) - gap
         rows.append(ChartRow(label, y, height, tuple(bars)))
         y += height + pad
     ticks = tuple((left + plot * t / 100, f"{t}") for t in range(0, 101, 20))
-    legend = ((CARD_COLOUR, f"card: {report.model.label}"),) + tuple((colour(i), r.label) for i, r in enumerate(report.runs))
+    legend = ((CARD_COLOUR, f"card: {report.model.label}"),) + tuple(
+        (colour(i), r.label) for i, r in enumerate(report.runs))
     return Chart(width, int(y + 10), left, plot, tuple(rows), ticks, legend)
 
 
 # --- the sample browser -------------------------------------------------------------------------
 
 
-def _primary(report: Report) -> dict[str, tuple[str, bool]]:
-    """task → (metric that decides right/wrong, higher is better), from the card's headline numbers."""
-    out: dict[str, tuple[str, bool]] = {}
+def _primary(report: Report) -> dict[str, str]:
+    """task → the metric that decides right/wrong, from the card's headline numbers."""
+    out: dict[str, str] = {}
     for b in report.card.benchmarks.values():
         if not b.part and not b.subtask and b.task not in out:
-            out[b.task] = (b.metric, b.higher_is_better)
+            out[b.task] = b.metric
     return out
+
+
+def _higher_is_better(run: RunColumn, task: str, metric: str) -> bool:
+    """The metric's direction as results.json records it (older files: the naming rule)."""
+    entry = (run.task(task) or {}).get("metrics", {}).get(metric)
+    return metric_higher_is_better(entry, metric)
 
 
 def _text(value: Any) -> str:
@@ -163,19 +196,6 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_samples(run: Run) -> Iterator[Mapping[str, Any]]:
-    path = run.path / "samples.jsonl"
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-
-
 def samples(report: Report, per_task: int = 200) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Up to ``per_task`` samples of each task of each run, spread over its subtasks."""
     primary = _primary(report)
@@ -183,21 +203,22 @@ def samples(report: Report, per_task: int = 200) -> tuple[list[dict[str, Any]], 
     totals: dict[str, int] = {}
     for index, run in enumerate(report.runs):
         by_task: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-        for s in _read_samples(run):
-            task = str(s.get("task", "?"))
+        for record in run.run.samples or ():
+            task = str(record.get("task", "?"))
             totals[task] = totals.get(task, 0) + 1
             subs = by_task.setdefault(task, {})
-            bucket = subs.setdefault(str(s.get("subtask", task)), [])
+            bucket = subs.setdefault(str(record.get("subtask", task)), [])
             if len(bucket) < per_task:
-                bucket.append(s)
+                bucket.append(record)
         for task, subs in by_task.items():
             picked = _round_robin(list(subs.values()), per_task)
-            metric, higher = primary.get(task, ("", True))
+            metric = primary.get(task, "")
             for s in picked:
                 metrics = s.get("metrics") or {}
                 name = metric if metric in metrics else next(iter(metrics), "")
                 score = metrics.get(name)
-                wrong = score is not None and (score < 1 if higher else score > 0)
+                higher = _higher_is_better(run, task, name)
+                wrong = isinstance(score, (int, float)) and (score < 1 if higher else score > 0)
                 chosen.append({
                     "run": run.label, "run_index": index, "task": task, "subtask": s.get("subtask", ""),
                     "doc_id": s.get("doc_id", ""), "prompt": s.get("prompt"), "output": _text(s.get("output")),
@@ -218,10 +239,10 @@ def _round_robin(lists: Sequence[Sequence[Mapping[str, Any]]], limit: int) -> li
     return out[:limit]
 
 
-def run_info(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+def run_info(runs: Sequence[RunColumn]) -> list[tuple[str, list[str]]]:
     """Provenance rows for the runs table: label → one value per run."""
 
-    def get(run: Run, *keys: str) -> Any:
+    def get(run: RunColumn, *keys: str) -> Any:
         value: Any = run.results
         for key in keys:
             value = value.get(key) if isinstance(value, Mapping) else None
@@ -250,12 +271,9 @@ def _benchmark_sections(report: Report) -> list[tuple[str, list[Row]]]:
 
 
 def _context(report: Report) -> dict[str, Any]:
-    from evalharness.reporting.card import registered_card_tasks
-
     return {
         "report": report, "runs": report.runs, "model": report.model, "card": report.card,
-        "sections": _benchmark_sections(report), "registered": registered_card_tasks(),
-        "run_info": run_info(report.runs),
+        "sections": _benchmark_sections(report), "run_info": run_info(report.runs),
     }
 
 

@@ -15,50 +15,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalharness.core.errors import EvalHarnessError
 from evalharness.reporting.card import (
-    Benchmark, Card, Group, Model, combine, combine_stderr, find_part, infer_card_model, load_card, shots_match,
+    Benchmark,
+    Card,
+    CardGroup,
+    CardModel,
+    combine,
+    combine_stderr,
+    find_part,
+    infer_card_model,
+    load_card,
+    shots_match,
 )
-from evalharness.core.errors import DataError, EvalHarnessError
+from evalharness.reporting.runs import LoadedRun, load_run
 
 APPROXIMATION_KEYS = ("judge", "classifier", "approximation")
 
 
 @dataclass
-class Run:
-    path: Path
-    label: str
-    results: dict[str, Any]
+class RunColumn:
+    """One run as a column of the report: the loaded run and the label its column is headed with."""
+
+    run: LoadedRun
+    label: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self.run.results
 
     @property
     def model(self) -> str:
-        return str(self.results.get("config", {}).get("model") or self.results.get("model", {}).get("model", "?"))
+        return self.run.model
 
     @property
     def model_name(self) -> str:
-        return Path(self.model.rstrip("/")).name or self.model
+        return self.run.model_name
 
     @property
     def limit(self) -> int | None:
-        return self.results.get("config", {}).get("limit")
+        return self.run.limit
+
+    @property
+    def requested(self) -> list[str]:
+        return self.run.requested
 
     def task(self, name: str) -> dict[str, Any] | None:
-        return self.results.get("tasks", {}).get(name)
+        return self.run.task(name)
 
 
-def load_run(path: str | Path) -> Run:
-    folder = Path(path)
-    file = folder / "results.json" if folder.is_dir() else folder
-    if not file.is_file():
-        raise DataError(f"{path}: no results.json (give a run directory written by `evalharness run`)")
-    try:
-        results = json.loads(file.read_text("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{file}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(results, dict) or results.get("schema_version") != 1 or "tasks" not in results:
-        raise DataError(f"{file}: not an evalharness results file (schema_version 1)")
-    run = Run(file.parent, "", results)
-    run.label = run.model_name
-    return run
+def load_column(path: str | Path) -> RunColumn:
+    run = load_run(path)
+    return RunColumn(run, run.model_name)
 
 
 @dataclass
@@ -118,9 +130,9 @@ class Detail:
 @dataclass
 class Report:
     card: Card
-    model: Model
+    model: CardModel
     card_reason: str
-    runs: list[Run]
+    runs: list[RunColumn]
     groups: list[Row]
     safety: list[Row]
     details: list[Detail]
@@ -128,32 +140,35 @@ class Report:
     notes: list[str]
 
 
-def _expected_subtasks(task: str) -> list[str] | None:
-    from evalharness.core.task_selection import load_plugins
-    from evalharness.core.task import TASKS
+def _ran_subtasks(run: RunColumn, task: str) -> list[str]:
+    """The subtasks of ``task`` the run covered, from results.json (and --tasks when it lists none)."""
+    entry = run.task(task) or {}
+    ran = list(entry.get("subtasks", {}))
+    if ran:
+        return ran
+    # One subtask ran: the default aggregate lists none; --tasks names it.
+    return [r for r in run.requested if r.startswith(f"{task}_")]
 
-    load_plugins()
-    return TASKS.get(task)().subtasks() if task in TASKS else None
+
+def _subtask_total(card: Card, run: RunColumn, task: str) -> int | None:
+    """How many subtasks the whole task has: from results.json when it records them, else the card."""
+    listed = (run.task(task) or {}).get("all_subtasks")
+    if isinstance(listed, list) and listed:
+        return len(listed)
+    return card.subtask_count(task)
 
 
-def coverage(run: Run, bench: Benchmark) -> tuple[bool, str]:
+def coverage(card: Card, run: RunColumn, bench: Benchmark) -> tuple[bool, str]:
     """Did the run cover the benchmark's whole task (every subtask), or only part of it?"""
     if bench.subtask:
         return True, ""
-    entry = run.task(bench.task) or {}
-    ran = set(entry.get("subtasks", {}))
-    requested = run.results.get("config", {}).get("tasks", [])
-    if bench.task in requested or "llama2_card" in requested:
+    if bench.task in run.requested or "llama2_card" in run.requested:
         return True, ""
-    expected = _expected_subtasks(bench.task)
-    if expected is not None and len(expected) > 1:
-        if not ran:  # one subtask ran: the default aggregate lists none
-            ran = {r for r in requested if r in expected}
-        missing = [s for s in expected if s not in ran]
-        return (not missing), (f"{len(ran)} of {len(expected)} subtasks" if missing else "")
-    if expected is None and bench.subtasks and len(ran) < bench.subtasks:
-        return False, f"{len(ran) or 1} of {bench.subtasks} subtasks"
-    return True, ""
+    total = _subtask_total(card, run, bench.task)
+    if total is None or total <= 1:
+        return True, ""
+    ran = len(_ran_subtasks(run, bench.task))
+    return (ran >= total), ("" if ran >= total else f"{ran or 1} of {total} subtasks")
 
 
 def approximation(entry: Mapping[str, Any]) -> str:
@@ -170,28 +185,26 @@ def approximation(entry: Mapping[str, Any]) -> str:
     return ("; ".join(reasons) or "approximate protocol") if flagged else ""
 
 
-def _single_subtask(run: Run, task: str) -> str | None:
+def _single_subtask(run: RunColumn, task: str) -> str | None:
     """The one subtask that ran when a task's results list none (the default aggregate)."""
     entry = run.task(task) or {}
-    if entry.get("subtasks"):
+    if entry.get("subtasks") or task in run.requested:
         return None
-    requested = run.results.get("config", {}).get("tasks", [])
-    expected = _expected_subtasks(task)
-    picked = [r for r in requested if (r in expected if expected else r.startswith(f"{task}_"))]
-    return picked[0] if len(picked) == 1 and task not in requested else None
+    picked = _ran_subtasks(run, task)
+    return picked[0] if len(picked) == 1 else None
 
 
 def _subtask_mean(entry: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
     parts = [s.get(metric) for s in entry["subtasks"].values()]
     if any(p is None or p.get("value") is None for p in parts):
         return None
-    values = [p["value"] for p in parts]  # type: ignore[index]
-    stderrs = [p["stderr"] or 0.0 for p in parts]  # type: ignore[index]
-    n = sum(p["n"] for p in parts)  # type: ignore[index]
+    values = [p["value"] for p in parts if p is not None]
+    stderrs = [p.get("stderr") or 0.0 for p in parts if p is not None]
+    n = sum(p.get("n") or 0 for p in parts if p is not None)
     return {"value": combine("mean", values), "stderr": combine_stderr("mean", stderrs), "n": n}
 
 
-def _source(run: Run, bench: Benchmark) -> Mapping[str, Any] | None:
+def _source(run: RunColumn, bench: Benchmark) -> Mapping[str, Any] | None:
     """The results.json entry (metrics by name) that holds the benchmark, or None if it did not run."""
     entry = run.task(bench.task)
     if entry is None:
@@ -209,7 +222,7 @@ def _source(run: Run, bench: Benchmark) -> Mapping[str, Any] | None:
     return entry.get("metrics", {})
 
 
-def measure_benchmark(run: Run, bench: Benchmark) -> Measure:
+def measure_benchmark(card: Card, run: RunColumn, bench: Benchmark) -> Measure:
     source = _source(run, bench)
     if source is None:
         partial = run.task(bench.task) is not None
@@ -219,7 +232,7 @@ def measure_benchmark(run: Run, bench: Benchmark) -> Measure:
     if metric is None or metric.get("value") is None:
         have = ", ".join(sorted(source)) or "none"
         return Measure("no_metric", flags=[f"{bench.task} has no metric {bench.metric!r} (it has: {have})"])
-    complete, cover = coverage(run, bench)
+    complete, cover = coverage(card, run, bench)
     flags = [] if complete else [f"partial: {cover}"]
     shots = entry.get("num_fewshot")
     if not shots_match(bench.shots, shots):
@@ -231,24 +244,24 @@ def measure_benchmark(run: Run, bench: Benchmark) -> Measure:
     )
 
 
-def measure_group(group: Group, members: Sequence[Benchmark], measures: Sequence[Measure]) -> Measure:
-    ran = [b.label for b, m in zip(members, measures) if m.status in ("ok", "partial")]
-    missing = [b.label for b, m in zip(members, measures) if m.status not in ("ok", "partial")]
+def measure_group(group: CardGroup, members: Sequence[Benchmark], measures: Sequence[Measure]) -> Measure:
+    ran = [b.label for b, m in zip(members, measures, strict=True) if m.status in ("ok", "partial")]
+    missing = [b.label for b, m in zip(members, measures, strict=True) if m.status not in ("ok", "partial")]
     flags = sorted({f for m in measures for f in m.flags if not f.startswith("partial")})
     approx = "; ".join(sorted({m.approximate for m in measures if m.approximate}))
-    incomplete = [b.label for b, m in zip(members, measures) if m.status == "partial"]
+    incomplete = [b.label for b, m in zip(members, measures, strict=True) if m.status == "partial"]
     if not ran:
         return Measure("not_run", missing=missing, flags=flags)
     if missing or incomplete:
         flags = flags + ([f"incomplete: {', '.join(incomplete)}"] if incomplete else [])
         return Measure("partial", ran=ran, missing=missing, flags=flags, approximate=approx)
-    values = [m.value for m in measures]
     weights = [float(m.n or 0) for m in measures] if group.rule == "question_weighted" else None
     if weights is not None and sum(weights) <= 0:
         weights = [float(b.size or 1) for b in members]
     stderrs = [m.stderr or 0.0 for m in measures]
+    values = [m.value for m in measures if m.value is not None]
     return Measure(
-        "ok", combine(group.rule, values, weights), combine_stderr(group.rule, stderrs, weights),  # type: ignore[arg-type]
+        "ok", combine(group.rule, values, weights), combine_stderr(group.rule, stderrs, weights),
         sum(m.n or 0 for m in measures), ran=ran, flags=flags, approximate=approx,
     )
 
@@ -260,17 +273,17 @@ def _with_delta(measure: Measure, compare_to: float | None, higher_is_better: bo
     return measure
 
 
-def benchmark_row(card: Card, bench: Benchmark, model: str, runs: Sequence[Run]) -> Row:
+def benchmark_row(card: Card, bench: Benchmark, model: str, runs: Sequence[RunColumn]) -> Row:
     value = bench.values.get(model)
     row = Row(bench.id, bench.label, "benchmark", bench.source, bench.metric_label, bench.shots_text(),
               bench.higher_is_better, bench.decimals, value, compare_to=value, task=bench.task,
               size=bench.size, note=bench.note or ("" if bench.part else bench.mapping_note),
-              provisional=bench.provisional and _expected_subtasks(bench.task) is None)
-    row.measures = [_with_delta(measure_benchmark(run, bench), value, bench.higher_is_better) for run in runs]
+              provisional=bench.provisional and not any(run.task(bench.task) is not None for run in runs))
+    row.measures = [_with_delta(measure_benchmark(card, run, bench), value, bench.higher_is_better) for run in runs]
     return row
 
 
-def group_row(card: Card, group: Group, model: str, runs: Sequence[Run], footnotes: list[str]) -> Row:
+def group_row(card: Card, group: CardGroup, model: str, runs: Sequence[RunColumn], footnotes: list[str]) -> Row:
     members = card.members(group)
     ref = card.group_reference(group, model)
     shots = "/".join(sorted({str(b.shots) for b in members}, key=lambda s: (len(s), s))) + "-shot"
@@ -298,7 +311,7 @@ def _card_for_part(card: Card, task: str, name: str, model: str) -> float | None
     return None
 
 
-def _cells(runs: Sequence[Run], task: str, section: str, name: str, metric: str | None) -> list[Measure | None]:
+def _cells(runs: Sequence[RunColumn], task: str, section: str, name: str, metric: str | None) -> list[Measure | None]:
     cells: list[Measure | None] = []
     for run in runs:
         entry = (run.task(task) or {}).get(section, {}).get(name)
@@ -312,7 +325,7 @@ def _cells(runs: Sequence[Run], task: str, section: str, name: str, metric: str 
     return cells
 
 
-def task_detail(card: Card, task: str, model: str, runs: Sequence[Run]) -> Detail:
+def task_detail(card: Card, task: str, model: str, runs: Sequence[RunColumn]) -> Detail:
     entries = [run.task(task) or {} for run in runs]
     headline = next((b for b in card.benchmarks.values() if b.task == task and not b.part and not b.subtask), None)
     metric = headline.metric if headline else None
@@ -327,22 +340,25 @@ def task_detail(card: Card, task: str, model: str, runs: Sequence[Run]) -> Detai
         ref = next((b.values.get(model) for b in card.benchmarks.values()
                     if b.task == task and b.metric == name and not b.part and not b.subtask), None)
         metrics.append((name, ref, _cells(runs, task, "metrics", name, None)))
-    groups = [(g, _card_for_part(card, task, g, model), _cells(runs, task, "groups", g, metric)) for g in names("groups")]
-    subs = [(s, _card_for_part(card, task, s, model), _cells(runs, task, "subtasks", s, metric)) for s in names("subtasks")]
+    groups = [(g, _card_for_part(card, task, g, model), _cells(runs, task, "groups", g, metric))
+              for g in names("groups")]
+    subs = [(s, _card_for_part(card, task, s, model), _cells(runs, task, "subtasks", s, metric))
+            for s in names("subtasks")]
     return Detail(task, [e.get("num_fewshot") for e in entries], metrics, groups, subs, decimals)
 
 
-def choose_card_model(card: Card, runs: Sequence[Run], requested: str | None) -> tuple[Model, str]:
+def choose_card_model(card: Card, runs: Sequence[RunColumn], requested: str | None) -> tuple[CardModel, str]:
     if requested:
         return card.model(requested), "chosen with --card"
     inferred = {infer_card_model(run.model) for run in runs} - {None}
     if len(inferred) == 1:
-        name = inferred.pop()
-        return card.model(name), f"inferred from the model name {runs[0].model_name!r}"  # type: ignore[arg-type]
+        (name,) = inferred
+        assert name is not None
+        return card.model(name), f"inferred from the model name {runs[0].model_name!r}"
     return card.model("llama-2-7b"), "the default: the model name names no card model; pass --card to choose"
 
 
-def _labels(runs: list[Run]) -> None:
+def _labels(runs: list[RunColumn]) -> None:
     """Column labels: the model name, or the run directory where model names repeat."""
     names = [r.model_name for r in runs]
     for run in runs:
@@ -355,13 +371,13 @@ def build_report(run_dirs: Sequence[str | Path], card_model: str | None = None, 
     if not run_dirs:
         raise EvalHarnessError("report: give at least one run directory")
     card = card or load_card()
-    runs = [load_run(p) for p in run_dirs]
+    runs = [load_column(p) for p in run_dirs]
     _labels(runs)
     model, reason = choose_card_model(card, runs, card_model)
     footnotes: list[str] = []
     rows = {s: [group_row(card, g, model.id, runs, footnotes) for g in card.groups if g.section == s]
             for s in ("academic", "safety")}
-    ran_tasks = list(dict.fromkeys(t for run in runs for t in run.results.get("tasks", {})))
+    ran_tasks = list(dict.fromkeys(t for run in runs for t in run.run.tasks))
     details = [task_detail(card, t, model.id, runs) for t in ran_tasks]
     notes = []
     for run in runs:

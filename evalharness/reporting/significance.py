@@ -13,8 +13,8 @@ def binomial_cdf(k: int, n: int, p: float = 0.5) -> float:
     if k >= n:
         return 1.0
     # Sum in log space to stay finite for large n.
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-            for i in range(k + 1)]
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+            + (n - i) * math.log1p(-p) for i in range(k + 1)]
     top = max(logs)
     return min(1.0, math.exp(top) * math.fsum(math.exp(x - top) for x in logs))
 
@@ -24,8 +24,8 @@ def mcnemar_exact(base: Sequence[float], candidate: Sequence[float]) -> tuple[in
 
     Returns (b, c, p): b = right in the baseline only, c = right in the candidate only.
     """
-    b = sum(1 for x, y in zip(base, candidate) if x and not y)
-    c = sum(1 for x, y in zip(base, candidate) if y and not x)
+    b = sum(1 for x, y in zip(base, candidate, strict=True) if x and not y)
+    c = sum(1 for x, y in zip(base, candidate, strict=True) if y and not x)
     n = b + c
     p = 1.0 if n == 0 else min(1.0, 2.0 * binomial_cdf(min(b, c), n))
     return b, c, p
