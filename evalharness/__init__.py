@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from evalharness._version import __version__
-
 from evalharness.run.runner import EvalResults, evaluate  # noqa: E402
 from evalharness.run.settings import ModelSpec, RunConfig  # noqa: E402
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError
-from evalharness.core.task import Doc, Prompt, register_task
+from evalharness.core.task import Doc, Prompt, Task, register_task
 from evalharness.data.datasets import CsvRows, Dataset, JsonDocument
 from evalharness.scoring.scorer import Scorer
 from evalharness.scoring.truthfulqa_judges import (
@@ -109,18 +109,16 @@ def question_tail(text: str) -> int:
     return len(text) - start - 2 if start >= 0 else 0
 
 
-class _Primed:
+class _Primed(Task):
     """What the three tasks share: the primer template, its options and the protected tail."""
 
-    name: str
-    options: dict[str, Any]
     template = "truthfulqa/qa.jinja"
     version = "1.0"
     default_fewshot = 0  # the six-pair primer is part of the template
 
     def check_common(self) -> None:
-        self.options["instruction"] = option_flag(self, "instruction")  # type: ignore[arg-type]
-        option_choice(self, "revision", list(REVISIONS))  # type: ignore[arg-type]
+        self.options["instruction"] = option_flag(self, "instruction")
+        option_choice(self, "revision", list(REVISIONS))
 
     def template_vars(self, doc: Doc) -> Mapping[str, Any]:
         return {"question": doc.fields["question"], "instruction": self.options["instruction"]}
@@ -135,7 +133,7 @@ class _Primed:
 COMMON = {"instruction": False, "revision": "original"}
 
 
-class _TruthfulQAMC(_Primed, MultipleChoice):  # type: ignore[misc]
+class _TruthfulQAMC(_Primed, MultipleChoice):
     targets: str  # "mc1_targets" or "mc2_targets"
     defaults = COMMON
 
@@ -168,7 +166,7 @@ class TruthfulQAMC2(_TruthfulQAMC):
 
 
 @register_task
-class TruthfulQAGen(_Primed, ScoredGeneration):  # type: ignore[misc]
+class TruthfulQAGen(_Primed, ScoredGeneration):
     name = "truthfulqa_gen"
     stop = ("\n\n", "Q:")
     temperature, top_p = 0.1, 0.9  # §4.1

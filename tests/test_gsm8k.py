@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from evalharness.data.source import DataSource
-from evalharness.shapes.answer_extraction import gsm8k_gold, last_number, normalize_number, strict_answer
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.task_selection import resolve
+from evalharness.data.source import DataSource
+from evalharness.shapes.answer_extraction import gsm8k_gold, last_number, normalize_number, strict_answer
 from tests.conftest import DATA, STORIES, TINY_LLAMA, run_cli
 
 

@@ -62,9 +62,9 @@ def test_same_seed_same_results(tiny_backend):
 
 
 def _mmlu_requests(subtasks=("mmlu_anatomy", "mmlu_virology"), docs=6):
-    from evalharness.data.source import DataSource
     from evalharness.core.prompt_render import PromptRenderer
     from evalharness.core.task_selection import resolve
+    from evalharness.data.source import DataSource
 
     data, renderer, requests = DataSource(DATA), PromptRenderer(), []
     for selection in resolve(list(subtasks)):

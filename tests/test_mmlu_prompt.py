@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from evalharness.data.source import DataSource
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.task_selection import resolve
+from evalharness.data.source import DataSource
 from tests.conftest import DATA
 
 EXPECTED_FIRST_ABSTRACT_ALGEBRA = (

@@ -8,10 +8,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evalharness.data.source import DataSource
 from evalharness.core.errors import EvalHarnessError
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.task_selection import resolve
+from evalharness.data.source import DataSource
 
 FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 ROW = st.lists(FIELD, min_size=0, max_size=8)

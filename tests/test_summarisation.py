@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from evalharness.scoring import text_overlap as tm
-from evalharness.data.source import DataSource
 from evalharness.core.errors import EvalHarnessError, UnknownNameError
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.requests import GenerateRequest
 from evalharness.core.task_selection import resolve
+from evalharness.data.source import DataSource
+from evalharness.scoring import text_overlap as tm
 from tests.conftest import DATA, LLAMA_TOKENIZER, STORIES, run_cli
 
 CNN_INSTRUCTION = "\n\nSummarize the above article in 3 sentences.\n"
@@ -212,8 +212,8 @@ def test_samsum_prompt_normalises_crlf():
 
 
 def test_custom_template_without_verbatim_source_protects_the_whole_document():
-    from evalharness.shapes.summarisation import instruction_chars
     from evalharness.core.task import Prompt
+    from evalharness.shapes.summarisation import instruction_chars
 
     prompt = Prompt("ARTICLE TEXT\nTL;DR:", 19, "x", ())
     assert instruction_chars(prompt, "ARTICLE TEXT") == len("\nTL;DR:")

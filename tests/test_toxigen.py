@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from evalharness.scoring.toxicity_classifiers import HateSonarOnnx, SequenceClassifier, make_classifier
-from evalharness.data.source import DataSource
 from evalharness.core.errors import EvalHarnessError, UnknownNameError
-from evalharness.core.task_selection import resolve
 from evalharness.core.task import Outcome
+from evalharness.core.task_selection import resolve
+from evalharness.data.source import DataSource
+from evalharness.scoring.toxicity_classifiers import HateSonarOnnx, SequenceClassifier, make_classifier
 from tests.conftest import DATA, LLAMA_TOKENIZER, MODELS, STORIES, run_cli
 
 TOXIGEN = DATA / "toxigen"

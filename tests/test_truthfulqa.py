@@ -8,14 +8,21 @@ import math
 
 import pytest
 
-from evalharness.core.task import TaskContext
-
-from evalharness.data.source import DataSource
 from evalharness.core.errors import EvalHarnessError
-from evalharness.scoring.truthfulqa_judges import bleu, judge_prompt, reference_answers, rouge, run_judges, similarity, verdict
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.requests import GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
+from evalharness.core.task import TaskContext
 from evalharness.core.task_selection import resolve
+from evalharness.data.source import DataSource
+from evalharness.scoring.truthfulqa_judges import (
+    bleu,
+    judge_prompt,
+    reference_answers,
+    rouge,
+    run_judges,
+    similarity,
+    verdict,
+)
 from evalharness.shapes.multiple_choice import mc2_score
 from evalharness.tasks.truthfulqa import split_answers
 from tests.conftest import DATA, STORIES, TINY_LLAMA, run_cli

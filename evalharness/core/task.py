@@ -100,9 +100,10 @@ class TaskContext:
 class Task(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
-    template: ClassVar[str]  # path under prompts/
-    dataset: ClassVar[Dataset | None] = None  # where the documents come from
-    fewshot: ClassVar[Fewshot | None] = None  # where the answered examples come from
+    # Instance-overridable: an option may pick another template or data (a revision, a variant).
+    template: str  # path under prompts/
+    dataset: Dataset | None = None  # where the documents come from
+    fewshot: Fewshot | None = None  # where the answered examples come from
     default_fewshot: ClassVar[int] = 0
     target_delimiter: ClassVar[str] = " "
     fewshot_delimiter: ClassVar[str] = "\n\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from evalharness.core.errors import UnknownNameError
 from evalharness.core.registry import did_you_mean
@@ -74,9 +74,9 @@ def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> l
         elif name in by_subtask:
             subs, owner = [name], by_subtask[name]
         else:
-            known = sorted(set(by_name) | set(by_subtask) | {"llama2_card"})
+            names_known = sorted(set(by_name) | set(by_subtask) | {"llama2_card"})
             raise UnknownNameError(
-                f"unknown task {name!r}{did_you_mean(name, known)} (`evalharness tasks` lists them)"
+                f"unknown task {name!r}{did_you_mean(name, names_known)} (`evalharness tasks` lists them)"
             )
         picked = chosen.setdefault(owner.name, [])
         picked.extend(s for s in subs if s not in picked)

@@ -23,7 +23,8 @@ RowMapper = Callable[[list[str]], Record]
 class LocalAdapter(Protocol):
     """Reads records (in the hub's schema) from a local data root."""
 
-    path: str | Mapping[str, str]
+    @property
+    def path(self) -> str | Mapping[str, str]: ...
 
     def read(self, data: DataSource, split: str, subset: str | None) -> list[Record]: ...
 

@@ -59,7 +59,7 @@ class DataSource:
     def _text(self, path: Path, encoding: str = "utf-8") -> str:
         try:
             raw = path.read_bytes()
-            self.identity[str(path.relative_to(self.root))] = hashlib.sha256(raw).hexdigest()
+            self.identity[str(path.relative_to(self.root or path.anchor))] = hashlib.sha256(raw).hexdigest()
             if path.suffix == ".gz":
                 raw = gzip.decompress(raw)
             return raw.decode(encoding)

@@ -74,6 +74,7 @@ def task_entry(
         "metrics": _with_direction(task, result.metrics),
         "groups": {g: _with_direction(task, m) for g, m in result.groups.items()},
         "subtasks": {s: _with_direction(task, m) for s, m in result.subtasks.items()},
+        **({"all_subtasks": task.subtasks()} if len(task.subtasks()) > 1 else {}),
         "truncated_documents": cut[0],
         "truncated_into_document": cut[1],
     }

@@ -83,7 +83,7 @@ _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+")
 def sentences_per_line(text: str) -> str:
     """One sentence per line, for rougeLsum: split at line breaks and after ``.``/``!``/``?``
     (and any closing quote or bracket) followed by white space."""
-    sentences = []
+    sentences: list[str] = []
     for line in text.splitlines():
         split = _SENTENCE_END.sub("\\1\n", line.strip())
         sentences.extend(s.strip() for s in split.split("\n") if s.strip())

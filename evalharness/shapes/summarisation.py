@@ -74,7 +74,7 @@ class ReferenceOverlap(GeneratingTask):
                     f"{self.name}: unknown template {variant!r}"
                     f"{did_you_mean(variant, sorted(self.variants))} (choose from {', '.join(self.variants)})"
                 )
-            self.template = self.variants[variant]  # type: ignore[misc]  # the variant, per instance
+            self.template = self.variants[variant]
 
     def preflight(self, data: DataSource) -> None:
         text_overlap.require_rouge()  # a missing metric package fails before the model loads

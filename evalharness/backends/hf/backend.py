@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalharness.backends.hf import generation, loglikelihood
+from evalharness.backends.hf.loader import ModelConfig, load_model, weights_identity
 from evalharness.backends.hf.memory import auto_rows
 from evalharness.backends.hf.prefix import BatchSize
-from evalharness.backends.hf.loader import ModelConfig, load_model, weights_identity
 from evalharness.backends.prompt_fitting import Encoder
 from evalharness.backends.protocol import Resume
 from evalharness.backends.registry import register_backend

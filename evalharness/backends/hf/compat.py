@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cache_argument(forward: Any) -> str:
     # transformers 5.2x renamed ``past_key_values`` to ``cache``; older and remote models keep it.
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"

@@ -10,16 +10,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalharness.core.errors import EvalHarnessError
 from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
 from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize, chunk
-from evalharness.backends.prompt_fitting import common_prefix_len
-from evalharness.backends.prompt_fitting import Encoder
+from evalharness.backends.prompt_fitting import Encoder, common_prefix_len
 from evalharness.backends.protocol import Resume
+from evalharness.core.errors import EvalHarnessError
 from evalharness.core.progress import progress_bar
 from evalharness.core.requests import GenerateRequest, GenerateResponse, SamplingParams
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evalharness.core.errors import EvalHarnessError
 from evalharness.backends.hf.compat import cache_kwargs, returned_cache
 from evalharness.backends.hf.prefix import Batch, BatchSize, plan_batches
 from evalharness.backends.prompt_fitting import Encoder
+from evalharness.core.errors import EvalHarnessError
 from evalharness.core.progress import progress_bar
 from evalharness.core.requests import LoglikelihoodRequest, LoglikelihoodResponse
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
 from evalharness.backends.prompt_fitting import common_prefix_len
 
 MIN_PREFIX = 32  # shorter shared prefixes are not worth a separate forward pass
