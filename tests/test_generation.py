@@ -181,3 +181,41 @@ def test_shared_prefix_reuse_gives_identical_generations(stories: HFBackend) -> 
         stories.reuse_prefixes = True
     assert [r.text for r in with_reuse] == [r.text for r in without]
     assert [r.finish_reason for r in with_reuse] == [r.finish_reason for r in without]
+
+
+def test_continuous_batching_refills_free_slots(stories: HFBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two slots, two long rows and four that stop at once: while one long row runs, the short
+    ones pass through the other slot and the second long row joins — far fewer forward passes
+    than batches that wait for their longest row, and the same outputs as one at a time."""
+    long = SamplingParams(60, ignore_eos=True)
+    requests = [
+        GenerateRequest("Once upon a time there was a girl who liked to play in the park", sampling=long),
+        *[GenerateRequest(f"The dog {word} and", stop=(" ",), sampling=long) for word in ("ran", "sat", "ate", "hid")],
+        GenerateRequest("Tom", sampling=long),
+    ]
+    calls = []
+    forward = stories.model.forward
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stories, "rows_per_batch", 2)
+        patch.setattr(stories.model, "forward", counting)
+        together = stories.generate(requests)
+    assert [r.num_tokens for r in together][::5] == [60, 60]
+    assert all(r.finish_reason == "stop" for r in together[1:5])
+    # Static batches of two would take about 60 + 3 + 60 steps; refilling takes about 60 + 8.
+    assert len(calls) < 90
+    assert together == one_at_a_time(stories, requests, monkeypatch)
+
+
+def test_stop_string_split_over_many_tokens_is_found(stories: HFBackend) -> None:
+    """The stop check reads only a decoded tail; a stop string spanning several tokens is still
+    cut exactly where the full text first contains it."""
+    (full,) = stories.generate([greedy("Once upon a time", max_new_tokens=60)])
+    words = full.text.split()
+    stop = " ".join(words[3:6])  # several tokens long
+    (cut,) = stories.generate([greedy("Once upon a time", max_new_tokens=60, stop=(stop,))])
+    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(stop)]

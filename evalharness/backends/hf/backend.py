@@ -43,13 +43,10 @@ class HFBackend:
         reuse_prefixes: bool = True,
     ) -> None:
         self.config = config
-        self.reuse_prefixes = reuse_prefixes
         self.model, self.tokenizer, self.device = load_model(config)
         self.encoder = Encoder(self.tokenizer)
         # "auto" sizes each batch from free memory and the length of its longest row.
-        self.rows_per_batch: BatchSize = (
-            auto_rows(self.model, self.device) if batch_size == "auto" else int(batch_size)
-        )
+        rows_per_batch: BatchSize = auto_rows(self.model, self.device) if batch_size == "auto" else int(batch_size)
         self.max_length = max_length or context_length(self.model, self.tokenizer)
         eos = config.model_args.get("eos_token_id", self.model.generation_config.eos_token_id)
         listed = eos if isinstance(eos, (list, tuple)) else (eos,)
@@ -57,9 +54,25 @@ class HFBackend:
         self.pad_id = int(self.tokenizer.pad_token_id or (self.eos_token_ids or (0,))[0] or 0)
         self.decoder = generation.Decoder(
             self.model, self.encoder, lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
-            self.device, self.pad_id, self.eos_token_ids, self.max_length, self.rows_per_batch,
-            self.reuse_prefixes,
+            self.device, self.pad_id, self.eos_token_ids, self.max_length, rows_per_batch, reuse_prefixes,
         )
+
+    # Batch size and prefix reuse live in the decoder; scoring reads the same settings.
+    @property
+    def rows_per_batch(self) -> BatchSize:
+        return self.decoder.rows_per_batch
+
+    @rows_per_batch.setter
+    def rows_per_batch(self, value: BatchSize) -> None:
+        self.decoder.rows_per_batch = value
+
+    @property
+    def reuse_prefixes(self) -> bool:
+        return self.decoder.reuse_prefixes
+
+    @reuse_prefixes.setter
+    def reuse_prefixes(self, value: bool) -> None:
+        self.decoder.reuse_prefixes = value
 
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], resume: Resume[LoglikelihoodResponse] | None = None

@@ -1,8 +1,11 @@
 """Batched generation on a causal LM with our own KV-cache decode loop.
 
 We do not call ``model.generate``: owning the loop lets every row stop on its own (EOS, stop
-string, length), leave the batch at once, and sample from its own seeded RNG, so a request's
-output never depends on which requests it happened to be batched with.
+string, length) and sample from its own seeded RNG, so a request's output never depends on which
+requests it happened to be batched with. Batching is continuous: when a row finishes, a waiting
+request with the same decoding settings takes its slot at the next step (prefilled against the
+shared few-shot prefix, then joined to the running batch), instead of the batch shrinking until
+its longest row ends. Stop strings are checked on a short decoded tail, not the whole output.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
-from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize, chunk
+from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize
+from evalharness.backends.hf.slots import Slots
 from evalharness.backends.prompt_fitting import Encoder, common_prefix_len
 from evalharness.backends.protocol import Resume
 from evalharness.core.errors import EvalHarnessError
@@ -69,20 +73,24 @@ def _prepare(decoder: Decoder, index: int, request: GenerateRequest) -> _Row:
     return _Row(index, request, window.ids, window.truncated, window.truncated_document)
 
 
-def _batches(rows: Sequence[_Row], batch_size: BatchSize) -> list[list[_Row]]:
-    # Only the seed may differ inside a batch: the decode settings are applied per batch.
+def _groups(rows: Sequence[_Row]) -> list[list[_Row]]:
+    """Rows by decoding settings (only the seed may differ inside a group), longest first:
+    an out-of-memory error shows up at once, and padding stays small."""
     groups: dict[SamplingParams, list[_Row]] = {}
     for row in rows:
         groups.setdefault(dataclasses.replace(row.request.sampling, seed=0), []).append(row)
-    batches: list[list[_Row]] = []
-    for params, group in groups.items():
-        # Longest first: an out-of-memory error shows up at once, and padding stays small.
+    for group in groups.values():
         group.sort(key=lambda r: (-len(r.prompt), r.prompt))
-        start = 0
-        for size in map(len, chunk([r.prompt for r in group], batch_size, params.max_new_tokens)):
-            batches.append(group[start : start + size])
-            start += size
-    return batches
+    return list(groups.values())
+
+
+def _capacity(decoder: Decoder, rows: Sequence[_Row]) -> int:
+    """Rows decoded at once: the batch size, or (``auto``) what memory allows at the longest
+    row's final length."""
+    size = decoder.rows_per_batch
+    if callable(size):
+        return max(1, size(max(len(r.prompt) for r in rows) + rows[0].request.sampling.max_new_tokens))
+    return max(1, int(size))
 
 
 def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[_Row]) -> list[int]:
@@ -105,6 +113,12 @@ def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[_R
     return [int(torch.multinomial(p, 1, generator=r.generator)) for p, r in zip(probs, rows)]
 
 
+def _stop_window(stops: Sequence[str]) -> int:
+    """Tokens whose decoded text surely holds a just-completed stop string: a character may
+    take up to four byte-fallback tokens, plus two for a boundary that decodes differently."""
+    return 4 * max(len(s) for s in stops) + 2
+
+
 def _finish(
     decoder: Decoder, row: _Row, token: int, eos: frozenset[int]
 ) -> GenerateResponse | None:
@@ -118,10 +132,14 @@ def _finish(
         reason = "length" if len(row.tokens) >= sampling.max_new_tokens else ""
     text = None
     if stops and reason != "eos":
-        text = decoder.decode(row.tokens)
-        hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-        if hits:
-            text, reason = text[: min(hits)], "stop"
+        # Only the tail can hold a stop string that this token completed; the whole output is
+        # decoded once, when one is found there (or when the row ends).
+        tail = decoder.decode(row.tokens[-_stop_window(stops):])
+        if reason or any(s in tail for s in stops):
+            text = decoder.decode(row.tokens)
+            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+            if hits:
+                text, reason = text[: min(hits)], "stop"
     if not reason:
         return None
     if text is None:
@@ -135,18 +153,13 @@ def _finish(
     )
 
 
-def _run_batch(decoder: Decoder, rows: list[_Row], bar: Any) -> dict[int, GenerateResponse]:
+def _prefill(decoder: Decoder, rows: list[_Row], prefix: tuple[int, ...]) -> tuple[Slots, torch.Tensor]:
+    """The prompts of ``rows`` (left-padded after the shared prefix) run once; returns their
+    slots and the logits for each row's first new token."""
     import torch
     from transformers import DynamicCache
 
     device = decoder.device
-    params = rows[0].request.sampling
-    eos = frozenset() if params.ignore_eos else frozenset(int(t) for t in decoder.eos_token_ids)
-    if not params.greedy:
-        for row in rows:
-            row.generator = torch.Generator(device=device).manual_seed(row.request.sampling.seed)
-    # Rows sharing a long prompt head (few-shot exemplars) compute it once and expand its cache.
-    prefix = shared_prefix([r.prompt for r in rows]) if decoder.reuse_prefixes else ()
     extra: dict[str, Any] = {}
     if accepts(decoder.model, "logits_to_keep"):
         extra["logits_to_keep"] = 1  # the vocabulary projection only at the last position
@@ -167,38 +180,76 @@ def _run_batch(decoder: Decoder, rows: list[_Row], bar: Any) -> dict[int, Genera
         mask[i, offset + width - len(suffix) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)[:, offset:]
-    extra.update(cache_kwargs(decoder.model, cache))
+    out = decoder.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                        **extra, **cache_kwargs(decoder.model, cache))
+    slots = Slots(returned_cache(out), mask, positions[:, -1:] + 1, [])
+    return slots, out.logits[:, -1].float()
+
+
+def _run_group(
+    decoder: Decoder, rows: list[_Row], bar: Any, resume: Resume[GenerateResponse]
+) -> dict[int, GenerateResponse]:
+    """Continuous batching over rows with the same decoding settings."""
+    import torch
+
+    params = rows[0].request.sampling
+    eos = frozenset() if params.ignore_eos else frozenset(decoder.eos_token_ids)
+    capacity = _capacity(decoder, rows)
+    # Rows sharing a long prompt head (few-shot exemplars) compute it once and copy its cache.
+    prefix = shared_prefix([r.prompt for r in rows]) if decoder.reuse_prefixes else ()
+    extra: dict[str, Any] = {"logits_to_keep": 1} if accepts(decoder.model, "logits_to_keep") else {}
+    waiting = list(reversed(rows))  # pop() takes the longest first
+    active: list[_Row] = []
+    slots: Slots | None = None
     done: dict[int, GenerateResponse] = {}
-    active = list(rows)
-    while True:
-        out = decoder.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **extra,
-        )
-        tokens = _next_tokens(out.logits[:, -1].float(), params, active)
+
+    def settle(batch: list[_Row], tokens: list[int]) -> list[int]:
+        """Record each row's new token; report finished rows; the positions of the others."""
         keep = []
-        for i, (row, token) in enumerate(zip(active, tokens)):
+        for i, (row, token) in enumerate(zip(batch, tokens, strict=True)):
             response = _finish(decoder, row, token, eos)
             if response is None:
                 keep.append(i)
-            else:
-                done[row.index] = response
-                bar.update(1)
-        if not keep:
-            return done
-        if len(keep) < len(active):
-            # Finished rows leave the batch: fewer rows per step, and no wasted decoding.
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            mask, positions = mask[index], positions[index]
-            active = [active[i] for i in keep]
-            tokens = [tokens[i] for i in keep]
-        ids = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]
-        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-        positions = positions[:, -1:] + 1
+                continue
+            done[row.index] = response
+            resume.finished([row.index], [response])
+            bar.update(1)
+        return keep
+
+    while waiting or active:
+        if waiting and len(active) < capacity:
+            newcomers = [waiting.pop() for _ in range(min(capacity - len(active), len(waiting)))]
+            if not params.greedy:
+                for row in newcomers:
+                    row.generator = torch.Generator(device=decoder.device).manual_seed(row.request.sampling.seed)
+            fresh, logits = _prefill(decoder, newcomers, prefix)
+            tokens = _next_tokens(logits, params, newcomers)
+            keep = settle(newcomers, tokens)
+            fresh.tokens = tokens
+            fresh.select(keep)
+            newcomers = [newcomers[i] for i in keep]
+            if newcomers:
+                if slots is None:
+                    slots = fresh
+                else:
+                    slots.join(fresh)
+                active += newcomers
+            continue  # admit more if some finished at once; otherwise decode a step
+        assert slots is not None
+        ids = torch.tensor(slots.tokens, dtype=torch.long, device=decoder.device)[:, None]
+        slots.mask = torch.cat([slots.mask, slots.mask.new_ones((len(active), 1))], dim=-1)
+        out = decoder.model(input_ids=ids, attention_mask=slots.mask, position_ids=slots.positions,
+                            use_cache=True, **extra, **cache_kwargs(decoder.model, slots.cache))
+        slots.cache = returned_cache(out)
+        slots.positions = slots.positions + 1
+        tokens = _next_tokens(out.logits[:, -1].float(), params, active)
+        keep = settle(active, tokens)
+        slots.tokens = tokens
+        slots.select(keep)
+        active = [active[i] for i in keep]
+        if not active:
+            slots = None
+    return done
 
 
 def shared_prefix(prompts: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
@@ -232,9 +283,8 @@ def generate(
 ) -> list[GenerateResponse]:
     """Responses in the order of ``requests``.
 
-    Batches are planned over all requests first; a batch whose responses are all known
-    (``resume.done``) is skipped, so a resumed run recomputes a request in the same batch as
-    before. Each finished batch is reported through ``resume``.
+    Requests already known (``resume.done``) are skipped; every other is reported through
+    ``resume`` the moment it finishes, so a killed run loses only the rows in flight.
     """
     import torch
 
@@ -246,15 +296,10 @@ def generate(
         )
     rows = [_prepare(decoder, i, r) for i, r in enumerate(requests)]
     decoder.encoder.forget()
-    batches = _batches(rows, decoder.rows_per_batch)
-    log.debug("generate: %d requests in %d batches", len(rows), len(batches))
     results: dict[int, GenerateResponse] = dict(resume.done)
     with torch.inference_mode(), progress_bar(total=len(requests), desc="generate", unit="req") as bar:
-        for batch in batches:
-            if all(row.index in resume.done for row in batch):
-                bar.update(len(batch))
-                continue
-            done = _run_batch(decoder, batch, bar)
-            results.update(done)
-            resume.finished(list(done), list(done.values()))
+        bar.update(len(results))
+        for group in _groups([r for r in rows if r.index not in resume.done]):
+            log.debug("generate: %d requests, up to %d at once", len(group), _capacity(decoder, group))
+            results.update(_run_group(decoder, group, bar, resume))
     return [results[i] for i in range(len(requests))]
