@@ -278,3 +278,13 @@ def test_cli_chat_template_wraps_the_prompt(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (sample,) = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert sample["prompt"].startswith("[INST] - ") and sample["prompt"].endswith("\n- [/INST]")
+
+
+def test_an_empty_prompt_line_is_a_one_line_data_error(tmp_path):
+    """It raised NameError (an undefined name in the error path) before; now the file and line."""
+    prompts = tmp_path / "toxigen" / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / "hate_asian_1k.txt.gz").write_bytes(gzip.compress(b"- one\\n- two\\n-\n\n- three\\n-\n"))
+    (task,) = [s.task for s in resolve(["toxigen_asian_hate"], {"classifier": "hatesonar-onnx"})]
+    with pytest.raises(EvalHarnessError, match=r"hate_asian_1k.txt.gz, line 2: empty line"):
+        task.documents(DataSource(tmp_path), "toxigen_asian_hate")
