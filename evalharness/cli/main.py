@@ -11,6 +11,7 @@ from typing import Any
 
 from evalharness.cli import gate as gate_cli
 from evalharness.cli import report as report_cli
+from evalharness.cli import tasks_command
 from evalharness.core.errors import EvalHarnessError
 
 log = logging.getLogger("evalharness")
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="evaluate a model on tasks")
     run.add_argument("--model", required=True, help="local model folder or Hugging Face Hub id")
     run.add_argument("--backend", help="hf (default: Hugging Face transformers in this process)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="plan only: documents, requests, prompt tokens, truncation and the first prompt per task")
     run.add_argument("--tasks", required=True, help="comma-separated task or subtask names")
     run.add_argument("--num-fewshot", type=non_negative_int, help="override each task's shots")
     run.add_argument("--limit", type=positive_int, help="first N documents of each subtask")
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat format (Llama-2-chat fallback)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
 
-    commands.add_parser("tasks", help="list the registered tasks")
+    tasks_command.add_parser(commands)
     gate_cli.add_parser(commands)
     report_cli.add_parser(commands)
     return parser
@@ -128,19 +131,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "model_args": parse_kv(args.model_args, "--model-args"), "max_length": args.max_length,
         "trust_remote_code": args.trust_remote_code,
     }  # fmt: skip
+    if args.dry_run:
+        from evalharness.run.dry_run import dry_run, format_plan
+
+        print(format_plan(*dry_run(config, ModelSpec(model_id, backend, options))))
+        return 0
     results = run(config, ModelSpec(model_id, backend, options))
     print(results.table())
     print(f"\nresults: {Path(config.output_dir or '.') / 'results.json'}")
-    return 0
-
-
-def cmd_tasks(_: argparse.Namespace) -> int:
-    from evalharness.core.task_selection import all_tasks
-
-    for task in all_tasks():
-        subtasks = task.subtasks()
-        extra = f"  ({len(subtasks)} subtasks: {subtasks[0]}, ...)" if len(subtasks) > 1 else ""
-        print(f"{task.name:24} v{task.version}  {task.default_fewshot}-shot{extra}")
     return 0
 
 
@@ -153,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     try:
-        return {"run": cmd_run, "tasks": cmd_tasks, "gate": gate_cli.run, "report": report_cli.run}[args.command](args)
+        return {"run": cmd_run, "tasks": tasks_command.run, "gate": gate_cli.run, "report": report_cli.run}[args.command](args)
     except EvalHarnessError as exc:
         if args.debug:
             raise
