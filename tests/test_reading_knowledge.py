@@ -48,11 +48,11 @@ def test_nq_open_prompt_is_the_llama_papers_5_shot_format():
     text, _ = first_prompt("nq_open")
     assert text == (
         "Answer these questions:\n"
-        "Q: how many seasons of the bastard executioner are there?\nA: one\n"
         "Q: who sings does he love me with reba?\nA: Linda Davis\n"
         "Q: how many pages is invisible man by ralph ellison?\nA: 581 (second edition)\n"
         "Q: where do the great lakes meet the ocean?\nA: the Saint Lawrence River\n"
         "Q: when does the new my hero academia movie come out?\nA: July 5, 2018\n"
+        "Q: what is the smallest prime number that is greater than 30?\nA: 31\n"
         "Q: when was the last time anyone was on the moon?\nA:"
     )
 
@@ -78,7 +78,7 @@ def test_triviaqa_prompt_shows_a_typical_alias_and_scores_every_alias():
         ("beatles!", ["The Beatles."], 1.0, 1.0),  # punctuation and case
         ("  Sunset   Boulevard \t", ["sunset boulevard"], 1.0, 1.0),  # whitespace
         ("Sunset Blvd", ["Sunset Boulevard", "Sunset Blvd."], 1.0, 1.0),  # any alias
-        ("in the 10th century", ["10th and 11th centuries"], 0.0, 0.4),  # partial credit
+        ("in the 10th century", ["10th and 11th centuries"], 0.0, 2 / 7),  # P 1/3, R 1/4
         ("France", ["Paris"], 0.0, 0.0),
         ("", [""], 1.0, 1.0),  # unanswerable, model abstains
         ("Rollo", [""], 0.0, 0.0),  # unanswerable, model answers
@@ -164,3 +164,31 @@ def test_cli_reading_and_knowledge_groups_end_to_end(tmp_path):
     for label in ("SQuAD (v2.0)", "BoolQ", "NaturalQuestions", "TriviaQA (Wiki)"):
         assert "not run" not in rows[label] and "‡" not in rows[label]
     assert "partial (2 of 3" in report.stdout  # Reading Comprehension without QuAC
+
+
+def test_quac_dialogue_becomes_one_document_per_question_with_its_history():
+    from evalharness.core.task import Doc
+    from evalharness.tasks.quac import as_cannot_answer, dialogue_questions
+
+    record = {  # the hub's schema (allenai/quac), shortened
+        "dialogue_id": "C_1", "wikipedia_page_title": "Ada Lovelace", "background": "A mathematician.",
+        "section_title": "Early life", "context": "Ada was born in 1815. CANNOTANSWER",
+        "questions": ["When was she born?", "Who was her tutor?"],
+        "answers": {"texts": [["Ada was born in 1815.", "1815"], ["CANNOTANSWER"]], "answer_starts": [[0, 16], [23]]},
+    }  # fmt: skip
+    docs = dialogue_questions(record)
+    assert [d["answers"] for d in docs] == [["Ada was born in 1815.", "1815"], ["CANNOTANSWER"]]
+    (selection,) = resolve(["quac"])
+    text = PromptRenderer().build(selection.task, Doc("quac", 1, docs[1]), []).text
+    assert text == ("Title: Ada Lovelace\n\nBackground: A mathematician.\n\nSection: Early life\n\n"
+                    "Passage: Ada was born in 1815.\n\nQ: When was she born?\nA: Ada was born in 1815.\n\n"
+                    "Q: Who was her tutor?\nA:")
+    assert as_cannot_answer("\n") == "CANNOTANSWER" and token_f1(as_cannot_answer(""), ["CANNOTANSWER"]) == 1.0
+
+
+def test_json_lines_split_only_at_newlines(tmp_path):
+    """U+0085 (NEL) inside a JSON string is text, not a line break (TriviaQA line 4330 has one)."""
+    (tmp_path / "f.jsonl").write_text(json.dumps({"q": "Vicky Cristina M\x85."}, ensure_ascii=False) + "\r\n{}\n")
+    assert DataSource(tmp_path).read_jsonl("f.jsonl") == [{"q": "Vicky Cristina M\x85."}, {}]
+    (selection,) = resolve(["triviaqa"])
+    assert len(selection.task.documents(SOURCE, "triviaqa")) == 7993
