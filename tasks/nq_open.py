@@ -35,8 +35,8 @@ class NaturalQuestionsOpen(ShortAnswer):
     version = "1.0"
     template = "nq_open/qa.jinja"
     dataset = DEV
-    fewshot = Fewshot("train", "first_n", TRAIN,
-                      note="offline: the first 5 of DPR's held-out NQ-open train questions; online: the hub's train split")
+    fewshot = Fewshot("train", "first_n", TRAIN, note="offline: the first 5 of DPR's held-out NQ-open train"
+                                                      " questions; online: the hub's train split")
     default_fewshot = 5
     fewshot_delimiter = "\n"
     stop = ("\n",)

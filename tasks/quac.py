@@ -43,8 +43,8 @@ def dialogue_questions(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise ValueError(f"dialogue {record.get('dialogue_id')}: {len(questions)} questions, {len(answers)} answers")
     passage = str(record["context"]).removesuffix(CANNOT_ANSWER).rstrip()
     docs = []
-    for turn, (question, references) in enumerate(zip(questions, answers)):
-        history = [{"question": q, "answer": refs[0]} for q, refs in zip(questions[:turn], answers[:turn])]
+    for turn, (question, references) in enumerate(zip(questions, answers, strict=True)):
+        history = [{"question": q, "answer": refs[0]} for q, refs in zip(questions[:turn], answers[:turn], strict=True)]
         docs.append({
             "title": record["wikipedia_page_title"], "background": record["background"],
             "section_title": record["section_title"], "passage": passage, "history": history,

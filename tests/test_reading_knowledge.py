@@ -32,7 +32,8 @@ def test_boolq_prompt_and_gold():
     row = json.loads((DATA / "boolq" / "validation.jsonl").read_text().splitlines()[0])
     text, fields = first_prompt("boolq")
     assert text == f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:"
-    assert row["question"] == "does ethanol take more energy make that produces" and fields["answer"] == 0  # False → " no"
+    assert row["question"] == "does ethanol take more energy make that produces"
+    assert fields["answer"] == 0  # False → " no"
 
 
 def test_squad_v2_prompt_first_document():
@@ -109,7 +110,8 @@ def test_a_malformed_row_is_a_one_line_error_naming_file_and_line(tmp_path):
         selection.task.documents(DataSource(tmp_path), "boolq")
     message = str(err.value)
     assert "validation.jsonl, line 2: missing field(s) answer" in message and "\n" not in message
-    (tmp_path / "boolq" / "validation.jsonl").write_text(f"{good}\n{json.dumps({'question': 'q', 'answer': 'yes', 'passage': 'p'})}\n")
+    bad = json.dumps({"question": "q", "answer": "yes", "passage": "p"})
+    (tmp_path / "boolq" / "validation.jsonl").write_text(f"{good}\n{bad}\n")
     with pytest.raises(DataError, match=r"validation.jsonl, record 2: answer must be true or false"):
         selection.task.documents(DataSource(tmp_path), "boolq")
 
@@ -156,7 +158,8 @@ def test_cli_reading_and_knowledge_groups_end_to_end(tmp_path):
     assert set(results["tasks"]) == {"squad_v2", "boolq", "nq_open", "triviaqa"}
     assert set(results["tasks"]["boolq"]["metrics"]) == {"acc", "acc_calibrated"}
     assert {"exact_match", "f1"} <= set(results["tasks"]["squad_v2"]["metrics"])
-    assert results["tasks"]["triviaqa"]["num_fewshot"] == 5 and results["tasks"]["nq_open"]["fewshot_sampling"] == "first_n"
+    assert results["tasks"]["triviaqa"]["num_fewshot"] == 5
+    assert results["tasks"]["nq_open"]["fewshot_sampling"] == "first_n"
     report = run_cli("report", str(out), "--format", "md")
     assert report.returncode == 0, report.stderr
     rows = {line.split("|")[2].strip(): line for line in report.stdout.splitlines() if line.count("|") > 8}

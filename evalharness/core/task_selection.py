@@ -73,7 +73,7 @@ def unavailable(task: Task, data: DataSource | None) -> str | None:
     hub_only = [d for d in sources if d is not None and d.local is None]
     if not hub_only:
         return None
-    return f"no local copy of {hub_only[0].hub_id} (it loads from the Hugging Face Hub)"
+    return f"no local copy of {hub_only[0].hub_id}, which loads from the Hugging Face Hub only"
 
 
 def _expand_groups(names: Sequence[str], data: DataSource | None = None) -> list[str]:
@@ -101,7 +101,8 @@ def _expand_groups(names: Sequence[str], data: DataSource | None = None) -> list
         for task_name in (t for t in members if t in TASKS):
             reason = unavailable(TASKS.get(task_name)(), data)
             if reason:
-                log.warning("%s: %s is not available offline (%s); skipped, reported as not run", name, task_name, reason)
+                log.warning("%s: %s is not available offline (%s); skipped, the report shows it as not run",
+                            name, task_name, reason)
             else:
                 runnable.append(task_name)
         if not runnable:
