@@ -160,6 +160,7 @@ def test_cli_reading_and_knowledge_groups_end_to_end(tmp_path):
     assert {"exact_match", "f1"} <= set(results["tasks"]["squad_v2"]["metrics"])
     assert results["tasks"]["triviaqa"]["num_fewshot"] == 5
     assert results["tasks"]["nq_open"]["fewshot_sampling"] == "first_n"
+    assert "DPR's held-out" in results["tasks"]["nq_open"]["fewshot_note"]  # the Fewshot declaration's note
     report = run_cli("report", str(out), "--format", "md")
     assert report.returncode == 0, report.stderr
     rows = {line.split("|")[2].strip(): line for line in report.stdout.splitlines() if line.count("|") > 8}
