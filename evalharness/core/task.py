@@ -215,6 +215,7 @@ class Task(ABC):
             "template": self.template,
             "default_fewshot": self.default_fewshot,
             "fewshot_sampling": self.fewshot.sampling if self.fewshot is not None else "first_n",
+            **({"fewshot_note": self.fewshot.note} if self.fewshot is not None and self.fewshot.note else {}),
             "options": dict(self.options),
         }
 

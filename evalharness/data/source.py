@@ -91,7 +91,7 @@ class DataSource:
     def read_jsonl(self, *parts: str, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         path = self.path(*parts)
         rows = []
-        for line_no, line in enumerate(self._text(path).splitlines(), start=1):
+        for line_no, line in enumerate(self._text(path).split("\n"), start=1):  # not splitlines: U+0085 is text
             if not line.strip():
                 continue
             try:

@@ -62,7 +62,7 @@ def check_task_scopes(config: RunConfig, selections: Sequence[Selection]) -> Non
 
 
 def plan(config: RunConfig, data: DataSource, renderer: PromptRenderer) -> list[PlannedDoc]:
-    selections = resolve(config.tasks, config.task_args)
+    selections = resolve(config.tasks, config.task_args, data)
     check_task_scopes(config, selections)
     for selection in selections:
         selection.task.preflight(data)  # judges, classifiers, metric packages: before the model
