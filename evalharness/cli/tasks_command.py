@@ -86,15 +86,10 @@ def describe(task: Task, data: DataSource) -> TaskInfo:
 
 
 def groups() -> dict[str, list[str]]:
-    """Card groups by their tasks (``--tasks commonsense`` …) and the whole card."""
-    from evalharness.reporting.card import card_task_names, load_card
+    """The names ``--tasks`` accepts as groups, with their member tasks (from the card data)."""
+    from evalharness.core.task_selection import group_names, group_tasks
 
-    card = load_card()
-    out = {"llama2_card": list(card_task_names())}
-    for group in card.groups:
-        tasks = [card.benchmarks[m].task for m in group.members if m in card.benchmarks]
-        out[group.id] = list(dict.fromkeys(tasks))
-    return out
+    return {name: group_tasks(name) for name in group_names()}
 
 
 def run(args: argparse.Namespace) -> int:
