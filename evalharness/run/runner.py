@@ -29,7 +29,7 @@ from evalharness.core.requests import (
     Response,
     SamplingParams,
 )
-from evalharness.run.results_files import SCHEMA_VERSION, format_table, metrics_to_dict, write_run
+from evalharness.run.results_files import SCHEMA_VERSION, check_output_dir, format_table, metrics_to_dict, write_run
 from evalharness.core.task_selection import Selection, resolve
 from evalharness.core.task import Doc, Outcome, Prompt, TaskContext
 
@@ -202,6 +202,7 @@ def _attach_cache(backend: Backend, path: str | None) -> ResponseCache | None:
 
 
 def run(config: RunConfig, backend: Backend | None = None) -> EvalResults:
+    check_output_dir(config.output_dir)  # before plans or the model load: fail in seconds, not hours
     started = time.time()
     seed_everything(config.seed)
     data = DataSource(config.data_dir)
