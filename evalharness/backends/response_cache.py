@@ -312,7 +312,13 @@ def _is_int(value: Any) -> bool:
 
 def _valid_logprob(value: Any) -> bool:
     # -inf is a real (if extreme) log-probability; NaN and +inf never are.
-    return (_is_int(value) or isinstance(value, float)) and not math.isnan(value) and value != math.inf
+    if not (_is_int(value) or isinstance(value, float)):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:  # a huge JSON integer
+        return False
+    return not math.isnan(number) and number != math.inf
 
 
 _FIELD_CHECKS: dict[str, dict[str, Any]] = {
