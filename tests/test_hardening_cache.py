@@ -135,6 +135,24 @@ def test_a_lock_released_in_time_is_simply_waited_for(tmp_path, monkeypatch, cap
     assert any("waiting for lock on" in r.getMessage() for r in caplog.records)
 
 
+def test_a_lock_held_too_long_mid_run_costs_only_the_cache(tmp_path, monkeypatch, caplog):
+    cache = tmp_path / "cache.sqlite"
+    _our_cache(cache)
+    monkeypatch.setattr(response_cache, "LOCK_TIMEOUT_S", 1.0)
+    opened = ResponseCache(cache, {"m": 1})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(cache), "4"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        request = LoglikelihoodRequest("a", " b")
+        with caplog.at_level(logging.WARNING):
+            opened.put_many([(opened.keys([request])[0], LoglikelihoodResponse(-1.0, True, 1))])
+        assert opened.stored == 0
+        assert any("continuing without it" in r.getMessage() for r in caplog.records)
+    finally:
+        holder.wait(timeout=30)
+        opened.close()
+
+
 def test_a_corrupt_cache_of_ours_is_moved_aside_not_deleted(tmp_path, caplog):
     cache = tmp_path / "cache.sqlite"
     _our_cache(cache, rows=200)

@@ -159,7 +159,10 @@ class ResponseCache:
         while True:
             budget = min(LOCK_POLL_S, max(0.0, deadline - time.monotonic()))
             try:
-                return self._open_checked(budget)
+                db = self._open_checked(budget)
+                # Later writes wait for concurrent runs' batches as long as the open may.
+                db.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
+                return db
             except sqlite3.OperationalError as exc:
                 if not _is_locked(exc):
                     raise CacheError(f"response cache {str(self.path)!r}: cannot open it ({exc})") from None
@@ -266,12 +269,11 @@ class ResponseCache:
         self.invalid += 1
 
     def _fail(self, action: str, exc: sqlite3.Error) -> None:
-        """A lock held past the timeout is an error; damage found mid-run costs only the cache."""
-        if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
-            raise CacheError(f"response cache {str(self.path)!r} stayed locked by another process while "
-                             f"{action} ({exc}); rerun to resume") from None
-        log.warning("response cache %s failed while %s (%s); continuing without it (move the file "
-                    "aside to rebuild it)", self.path, action, exc)
+        """Mid-run, a lock held past the timeout or a damaged page costs only the cache: the
+        responses are still computed, so the run's results stay right (and it finishes)."""
+        hint = "another process held it too long" if _is_locked(exc) else "move the file aside to rebuild it"
+        log.warning("response cache %s failed while %s (%s); continuing without it (%s)",
+                    self.path, action, exc, hint)
         self._broken = True
 
 

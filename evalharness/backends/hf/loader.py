@@ -126,7 +126,8 @@ def check_config_json(path: Path) -> None:
         raise ModelLoadError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(config, dict):
         raise ModelLoadError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    for sub in (config, config.get("text_config") if isinstance(config.get("text_config"), dict) else {}):
+    text_config = config.get("text_config")
+    for sub in (config, text_config if isinstance(text_config, dict) else {}):
         for name in POSITIVE_INT_FIELDS:
             value = sub.get(name)
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
