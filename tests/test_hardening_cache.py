@@ -37,6 +37,8 @@ print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 db.execute("COMMIT")
 """
+# A concurrent run's long write transaction: readers go on, other writers wait.
+WRITER = HOLDER.replace('db.execute("PRAGMA locking_mode=EXCLUSIVE")', "").replace("BEGIN EXCLUSIVE", "BEGIN IMMEDIATE")
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -140,7 +142,7 @@ def test_a_lock_held_too_long_mid_run_costs_only_the_cache(tmp_path, monkeypatch
     _our_cache(cache)
     monkeypatch.setattr(response_cache, "LOCK_TIMEOUT_S", 1.0)
     opened = ResponseCache(cache, {"m": 1})
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(cache), "4"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", WRITER, str(cache), "4"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         request = LoglikelihoodRequest("a", " b")
