@@ -101,9 +101,14 @@ def test_concurrent_runs_share_one_cache(tmp_path, reference):
 
 
 def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, reference):
+    from evalharness.backends.response_cache import ResponseCache
+
     cache, out = tmp_path / "cache.sqlite", tmp_path / "out"
-    cache.write_bytes(b"this is not a database" * 100)
+    ResponseCache(cache, {}).close()  # a cache of ours (a file that is not ours is refused)
+    header = cache.read_bytes()[:100]
+    cache.write_bytes(header + b"this is not a database" * 100)
     proc = run_cli(*COMMAND, "--output", str(out), "--cache", str(cache))
     assert proc.returncode == 0, proc.stderr
     assert "corrupt" in proc.stderr and "rebuilding" in proc.stderr
+    assert len(list(tmp_path.glob("cache.sqlite.corrupt-*"))) == 1  # moved aside, not deleted
     _assert_same(reference, out)

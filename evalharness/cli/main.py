@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from evalharness.cli import gate as gate_cli
 from evalharness.cli import report as report_cli
@@ -15,6 +16,17 @@ from evalharness.cli import tasks_command
 from evalharness.core.errors import EvalHarnessError
 
 log = logging.getLogger("evalharness")
+
+MAX_SEED = 2**32 - 1  # numpy's limit; torch and random accept it too
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line plus where to look, not argparse's usage block."""
+
+    subcommands: dict[str, argparse.ArgumentParser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"evalharness: error: {message} (see '{self.prog} --help')\n")
 
 
 def parse_kv(text: str, option: str) -> dict[str, Any]:
@@ -62,13 +74,27 @@ def batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else positive_int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evalharness", description=__doc__)
+def seed(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (0 to {MAX_SEED})")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """A path or name: '' would silently mean "the default" (or the hub) further down."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="evalharness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="evaluate a model on tasks")
-    run.add_argument("--model", required=True, help="local model folder or Hugging Face Hub id")
+    run.add_argument("--model", required=True, type=non_empty, help="local model folder or Hugging Face Hub id")
     run.add_argument("--backend", help="hf (default: Hugging Face transformers in this process)")
     run.add_argument("--dry-run", action="store_true",
                      help="plan only: documents, requests, prompt tokens, truncation and the first prompt per task")
@@ -78,16 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=batch_size, default=8, help="rows per forward pass, or 'auto' (from free memory)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    run.add_argument("--seed", type=int, default=1234)
-    run.add_argument("--data-dir", help="local data root (default: $EVALHARNESS_DATA_DIR, else the hub)")
-    run.add_argument("--output", help="results directory (default: runs/<model>-<time>)")
+    run.add_argument("--seed", type=seed, default=1234, help=f"0 to {MAX_SEED}")
+    run.add_argument("--data-dir", type=non_empty, help="local data root (default: $EVALHARNESS_DATA_DIR, else the hub)")
+    run.add_argument("--output", type=non_empty, help="results directory (default: runs/<model>-<time>)")
     run.add_argument("--no-log-prompts", action="store_true", help="leave prompts out of samples.jsonl")
     run.add_argument("--model-args", default="", help="k=v,... passed to the model loader")
     run.add_argument("--gen-kwargs", default="", help="k=v,... generation settings for every task, or task:k=v for one task")
     run.add_argument("--task-args", default="", help="k=v,... task options, e.g. samples=8 (gsm8k maj@8)")
-    run.add_argument("--cache", help="response cache file (default: $EVALHARNESS_CACHE, else ~/.cache/evalharness/responses.sqlite)")
+    run.add_argument("--cache", type=non_empty, help="response cache file (default: $EVALHARNESS_CACHE, else ~/.cache/evalharness/responses.sqlite)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
-    run.add_argument("--prompt-dir", help="folder of your own Jinja templates, searched before prompts/")
+    run.add_argument("--prompt-dir", type=non_empty, help="folder of your own Jinja templates, searched before prompts/")
     run.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     run.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat format (Llama-2-chat fallback)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
@@ -95,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks_command.add_parser(commands)
     gate_cli.add_parser(commands)
     report_cli.add_parser(commands)
+    parser.subcommands = dict(commands.choices)
     return parser
 
 
@@ -105,11 +132,26 @@ def default_output(model: str) -> str:
     return str(Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def cache_path(args: argparse.Namespace) -> str | None:
+    """The response cache file, checked now (a foreign or read-only file fails in seconds)."""
+    from evalharness.backends.response_cache import CACHE_ENV, check_cache_path, default_cache_path
+
+    if args.no_cache:
+        return None
+    origin = "--cache" if args.cache is not None else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache"
+    path = args.cache if args.cache is not None else str(default_cache_path())
+    check_cache_path(path, origin)
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from evalharness.backends.hf.loader import validate_model_args
     from evalharness.backends.registry import split_model
-    from evalharness.backends.response_cache import default_cache_path
     from evalharness.run.runner import run
     from evalharness.run.settings import ModelSpec, RunConfig
+
+    model_args = parse_kv(args.model_args, "--model-args")
+    validate_model_args(model_args)  # before data and model load
 
     config = RunConfig(
         tasks=tuple(t for t in args.tasks.split(",") if t.strip()),
@@ -123,12 +165,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         task_args=parse_kv(args.task_args, "--task-args"),
         prompt_dir=args.prompt_dir,
         apply_chat_template=args.apply_chat_template,
-        cache_path=None if args.no_cache else (args.cache or str(default_cache_path())),
+        cache_path=cache_path(args),
     )
     backend, model_id = split_model(args.model, args.backend)
     options = {
         "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-        "model_args": parse_kv(args.model_args, "--model-args"), "max_length": args.max_length,
+        "model_args": model_args, "max_length": args.max_length,
         "trust_remote_code": args.trust_remote_code,
     }  # fmt: skip
     if args.dry_run:
@@ -143,7 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand, so the hint names its --help
+        parser.subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from evalharness.core.errors import EvalHarnessError
+from evalharness.core.errors import EvalHarnessError, TemplateError
 from evalharness.core.prompt_render import PromptRenderer
 
 MARKER = "\u0000CONTENT\u0000"
@@ -29,9 +29,19 @@ class ChatWrapper:
 
 def chat_wrapper(tokenizer: Any, renderer: PromptRenderer) -> ChatWrapper:
     if getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": MARKER}], tokenize=False, add_generation_prompt=True
-        )
+        try:
+            rendered = tokenizer.apply_chat_template(
+                [{"role": "user", "content": MARKER}], tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # a model's template is user code: it may not parse, or raise
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            where = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+            raise TemplateError(
+                f"--apply-chat-template: the chat template of {where!r} failed: "
+                f"{type(exc).__name__}{': ' + lines[0] if lines else ''}"
+            ) from None
+        if not isinstance(rendered, str):
+            raise TemplateError("--apply-chat-template: the tokenizer's chat template did not render text")
         source = "tokenizer"
     elif _is_llama2(tokenizer):
         rendered = renderer.render("chat/llama2.jinja", {"content": MARKER})

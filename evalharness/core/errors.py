@@ -23,3 +23,7 @@ class ModelLoadError(EvalHarnessError):
 
 class TemplateError(EvalHarnessError):
     """A prompt template could not be found or rendered."""
+
+
+class CacheError(EvalHarnessError):
+    """The response cache file cannot be used: not ours, locked, read-only or unwritable."""

@@ -23,7 +23,7 @@ from evalharness.core.task import Finalized, Outcome, TaskContext
 from evalharness.data.source import DataSource
 from evalharness.run.planning import PlannedDoc, plan, wrap_for_chat
 from evalharness.run.record import build_results
-from evalharness.run.results_files import format_table, write_run
+from evalharness.run.results_files import check_output_dir, format_table, write_run
 from evalharness.run.settings import ModelSpec, RunConfig
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def evaluate(model: str | Backend, tasks: Sequence[str] | str, **options: Any) -
 
 def run(config: RunConfig, model: ModelSpec, backend: Backend | None = None) -> EvalResults:
     started = time.time()
+    if config.output_dir:
+        check_output_dir(config.output_dir)  # an unwritable --output fails before any work
     seed_everything(config.seed)
     data = DataSource(config.data_dir)
     renderer = PromptRenderer(config.prompt_dir)
