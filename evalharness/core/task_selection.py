@@ -51,6 +51,8 @@ def _expand_groups(names: Sequence[str]) -> list[str]:
 
             load_plugins()
             expanded += [t for t in card_task_names() if t in TASKS]
+        elif name.strip() == "code":  # the card's Code group
+            expanded += ["humaneval", "mbpp"]
         else:
             expanded.append(name)
     return expanded
@@ -74,7 +76,7 @@ def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> l
         elif name in by_subtask:
             subs, owner = [name], by_subtask[name]
         else:
-            names_known = sorted(set(by_name) | set(by_subtask) | {"llama2_card"})
+            names_known = sorted(set(by_name) | set(by_subtask) | {"llama2_card", "code"})
             raise UnknownNameError(
                 f"unknown task {name!r}{did_you_mean(name, names_known)} (`evalharness tasks` lists them)"
             )
