@@ -20,7 +20,7 @@ from evalharness.core.requests import GenerateResponse
 from evalharness.core.task import Doc, Outcome, TaskContext
 from evalharness.core.task_selection import resolve
 from evalharness.data.source import DataSource
-from evalharness.scoring.code_sandbox import Execution, Limits, Sandbox, SandboxScorer
+from evalharness.scoring.code_sandbox import Execution, Limits, Sandbox
 from evalharness.shapes.short_answer import pass_at_k
 from tests.conftest import DATA, REPO, TINY_LLAMA, run_cli
 
@@ -78,11 +78,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
         "infinite_loop": "while True:\n    pass\n",
         "allocate_10gb": "block = bytearray(10 * 1024**3)\nassert block\n",
         "fork_bomb": "import os\nwhile True:\n    os.fork()\n",
-        "delete_parent_dir": (
-            "import os, shutil\n"
-            f"os.remove({str(parent_canary)!r})\n"
-            "shutil.rmtree('..')\n"
-        ),
+        "delete_parent_dir": f"import os, shutil\nos.remove({str(parent_canary)!r})\nshutil.rmtree('..')\n",
         "delete_home": (
             "import os, shutil\n"
             f"os.remove({str(home_canary)!r})\n"
@@ -102,7 +98,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
     thread.join()
     server.close()
     yield {
-        "results": dict(zip(programs, results)), "elapsed": elapsed, "accepted": accepted,
+        "results": dict(zip(programs, results, strict=True)), "elapsed": elapsed, "accepted": accepted,
         "parent_canary": parent_canary, "home_canary": home_canary,
         "parent_before": before, "parent_after": sorted(p.name for p in parent.iterdir()),
         "leftover": live_sandbox_processes(),
@@ -204,7 +200,7 @@ def first_docs(name: str, n: int = 3) -> tuple[object, list[Doc]]:
 
 def finalize(task, docs: list[Doc], completions: list[list[str]]) -> list[Outcome]:
     scored = []
-    for doc, texts in zip(docs, completions):
+    for doc, texts in zip(docs, completions, strict=True):
         responses = [GenerateResponse(t, 1, "stop") for t in texts]
         scored.append((doc, task.score(doc, responses)))
     return task.finalize(scored, CONTEXT).outcomes
@@ -221,7 +217,10 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
 
 def test_humaneval_completion_is_cut_at_the_stop_sequences():
     task, (doc,) = first_docs("humaneval", 1)
-    text = doc.fields["canonical_solution"] + "\nprint(has_close_elements([], 1.0))\ndef helper():\n    raise SystemExit(1)\n"
+    text = (
+        doc.fields["canonical_solution"]
+        + "\nprint(has_close_elements([], 1.0))\ndef helper():\n    raise SystemExit(1)\n"
+    )
     (outcome,) = finalize(task, [doc], [[text]])
     assert outcome.prediction == doc.fields["canonical_solution"]
     assert outcome.metrics["pass@1"] == 1.0

@@ -56,7 +56,7 @@ LIMITS_ONLY_HINT = "or pass --task-args sandbox=limits-only to run candidates wi
 SANDBOX_DIR = "/sandbox"
 PROGRAM = "program.py"
 TAIL_BYTES = 4096
-SIGNALS = {
+SIGNALS: dict[int, str] = {
     signal.SIGXCPU: "CPU time limit",
     signal.SIGXFSZ: "file size limit",
     signal.SIGKILL: "killed",
@@ -223,7 +223,6 @@ class Sandbox:
 
     def _execute(self, program: str, argv: Sequence[str] | None = None, capture: bool = False) -> Execution:
         uid = 1_000_000_000 + secrets.randbelow(1_000_000_000) if self.as_root else None
-        user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
         workdir = None
         with (
             tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as status,
@@ -235,7 +234,8 @@ class Sandbox:
             interpreter = [self.python, "-I", "-B", PROGRAM]
             if self.mode == "bwrap":
                 command = self._prlimit() + self._bwrap(source.fileno(), status.fileno(), argv or interpreter)
-                cwd, fds = None, (source.fileno(), status.fileno())
+                cwd: str | None = None
+                fds: tuple[int, ...] = (source.fileno(), status.fileno())
             else:
                 workdir = tempfile.mkdtemp(prefix="evalharness-sandbox-")
                 Path(workdir, PROGRAM).write_text(program)
@@ -248,7 +248,8 @@ class Sandbox:
             try:
                 process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
-                    pass_fds=fds, start_new_session=True, **user,
+                    pass_fds=fds, start_new_session=True,
+                    user=uid, group=uid, extra_groups=[] if uid is not None else None,
                 )  # fmt: skip
                 timed_out = False
                 try:
@@ -340,9 +341,12 @@ class SandboxScorer:
         log.info("code sandbox (%s): %d programs, %d at a time", self.sandbox.mode, len(answers), self.sandbox.workers)
         runs = self.sandbox.run_all(list(answers))
         items = [
-            Judgement({"passed": float(r.passed)}, details={"result": r.status, **({"error": r.detail} if r.detail and not r.passed else {})})
+            Judgement(
+                {"passed": float(r.passed)},
+                details={"result": r.status, "error": r.detail} if not r.passed else {"result": r.status},
+            )
             for r in runs
-        ]  # fmt: skip
+        ]
         description = self.describe()
         description["sandbox_details"] = {**description["sandbox_details"], "interpreter_version": version}
         return Judgements(items, description)

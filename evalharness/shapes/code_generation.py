@@ -74,7 +74,9 @@ class CodeGeneration(ScoredGeneration):
     def protocol_note(self) -> str:
         samples, k = option_int(self, "samples"), option_int(self, "pass_at")
         if samples == 1:
-            return "greedy pass@1: one greedy completion per problem (the CI default; the card samples at T=0.1, top-p 0.95)"
+            return (
+                "greedy pass@1: one greedy completion per problem (CI default; the card samples at T=0.1, top-p 0.95)"
+            )
         t, p = PASS_AT_1 if k == 1 else PASS_AT_K
         return f"unbiased pass@{k} (Chen et al.) from {samples} samples per problem at T={t:g}, top-p {p:g}"
 
@@ -154,5 +156,5 @@ class CodeGeneration(ScoredGeneration):
             **super().config(),
             **self._provenance(self.scorer(None).describe()),
             "default_decoding": self.decoding(),
-            "card_protocol": f"pass@1: n samples at T=0.1, top-p 0.95; pass@{self.card_k}: T=0.8, top-p 0.95 (Table 21)",
+            "card_protocol": f"pass@1: n samples, T=0.1, top-p 0.95; pass@{self.card_k}: T=0.8, top-p 0.95 (Table 21)",
         }
