@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     run.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat format (Llama-2-chat fallback)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
+    run.add_argument("--base-url", help="openai backend: server URL(s), comma-separated replicas of one model")
+    run.add_argument("--tokenizer", help="openai backend: the served model's tokenizer (folder or hub id)")
+    run.add_argument("--concurrency", type=positive_int, help="openai backend: requests in flight (default 8)")
 
     commands.add_parser("tasks", help="list the registered tasks")
     gate_cli.add_parser(commands)
@@ -128,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "model_args": parse_kv(args.model_args, "--model-args"), "max_length": args.max_length,
         "trust_remote_code": args.trust_remote_code,
     }  # fmt: skip
+    remote = {"base_url": args.base_url, "tokenizer": args.tokenizer, "concurrency": args.concurrency}
+    options.update({k: v for k, v in remote.items() if v is not None})
     results = run(config, ModelSpec(model_id, backend, options))
     print(results.table())
     print(f"\nresults: {Path(config.output_dir or '.') / 'results.json'}")
