@@ -60,7 +60,8 @@ class Stub:
                     self._send(stub.status, {"error": {"message": "engine overloaded"}})
                     return
                 choices = []
-                for i, prompt in enumerate(payload["prompt"] if isinstance(payload["prompt"][0], list) else [payload["prompt"]]):
+                prompts = payload["prompt"] if isinstance(payload["prompt"][0], list) else [payload["prompt"]]
+                for i, prompt in enumerate(prompts):
                     n = len(prompt) + (1 if stub.bos else 0)
                     values = [None] + [-0.5] * (n - 1)
                     tops = [None] + [{"x": -0.5}] * (n - 1)

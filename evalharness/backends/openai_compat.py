@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from evalharness.backends.openai_http import ServerPool, Unreachable, normalise_urls
-from evalharness.backends.prompt_fitting import Encoder, load_tokenizer
+from evalharness.backends.prompt_fitting import Encoder, Window, load_tokenizer
 from evalharness.backends.protocol import Resume
 from evalharness.backends.registry import register_backend
 from evalharness.core.errors import EvalHarnessError, ModelLoadError
@@ -117,6 +118,7 @@ class OpenAIBackend:
         self.max_length = int(max_length or guess)
         self.concurrency = concurrency
         self.batch_size = batch_size
+        self._tokenizer_lock = threading.Lock()
         log.info(
             "openai backend: %s on %s, tokenizer %s, context %d",
             model, ", ".join(self.pool.urls), self.tokenizer_source, self.max_length,
@@ -155,7 +157,7 @@ class OpenAIBackend:
                     for future in finished:
                         indices = pending.pop(future)
                         responses = future.result()
-                        results.update(zip(indices, responses))
+                        results.update(zip(indices, responses, strict=True))
                         resume.finished(indices, responses)
                         bar.update(len(indices))
             except BaseException:
@@ -187,7 +189,7 @@ class OpenAIBackend:
         if len(choices) != len(prompts):
             raise EvalHarnessError(f"the server answered {len(choices)} choices for {len(prompts)} prompts")
         out = []
-        for prompt, n, choice in zip(prompts, lengths, choices):
+        for prompt, n, choice in zip(prompts, lengths, choices, strict=True):
             logprobs = choice.get("logprobs") or {}
             values = logprobs.get("token_logprobs")
             if not values or len(values) < len(prompt):
@@ -203,7 +205,7 @@ class OpenAIBackend:
             if any(v is None for v in tail):
                 raise EvalHarnessError("the server returned no log-probability for a continuation token")
             greedy = all(
-                not top or float(v) >= max(float(x) for x in top.values()) for v, top in zip(tail, tops)
+                not top or float(v) >= max(float(x) for x in top.values()) for v, top in zip(tail, tops, strict=False)
             )
             out.append((sum(float(v) for v in tail), greedy))
         return out
@@ -228,7 +230,7 @@ class OpenAIBackend:
             def run() -> list[LoglikelihoodResponse]:
                 scores = self._score([p for p, _ in chunk], [n for _, n in chunk])
                 responses = []
-                for key, (logprob, greedy) in zip(chunk, scores):
+                for key, (logprob, greedy) in zip(chunk, scores, strict=True):
                     for i in members[key]:
                         _, n, truncated, cut_document = fitted[i]
                         responses.append(LoglikelihoodResponse(logprob, greedy, n, truncated, cut_document))
@@ -245,15 +247,17 @@ class OpenAIBackend:
 
     # -- generation -----------------------------------------------------------------------------
 
-    def _generate_one(self, request: GenerateRequest) -> GenerateResponse:
-        sampling = request.sampling
-        budget = self.max_length - sampling.max_new_tokens
+    def _fit_prompt(self, request: GenerateRequest) -> Window:
+        budget = self.max_length - request.sampling.max_new_tokens
         if budget <= 0:
             raise EvalHarnessError(
-                f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt "
+                f"max_new_tokens={request.sampling.max_new_tokens} leaves no room for a prompt "
                 f"in the model's {self.max_length}-token context"
             )
-        window = self.encoder.fit(self.encoder.encode_context(request.context, request.protected_chars), budget)
+        return self.encoder.fit(self.encoder.encode_context(request.context, request.protected_chars), budget)
+
+    def _generate_one(self, request: GenerateRequest, window: Window) -> GenerateResponse:
+        sampling = request.sampling
         payload: dict[str, Any] = {
             "model": self.model, "prompt": list(window.ids), "max_tokens": sampling.max_new_tokens,
             "temperature": 0.0 if sampling.greedy else sampling.temperature,
@@ -278,10 +282,11 @@ class OpenAIBackend:
             finish = "stop" if choice.get("stop_reason") is not None else "eos"
         else:
             finish = str(reason or "eos")
-        usage = reply.get("usage") or {}
-        tokens = usage.get("completion_tokens")
-        num = int(tokens) if tokens is not None else len(self.encoder.encode_many([text])[0])
-        return GenerateResponse(text, num, finish, window.truncated, window.truncated_document)
+        tokens = (reply.get("usage") or {}).get("completion_tokens")
+        if tokens is None:
+            with self._tokenizer_lock:  # the encoder's memo is not thread-safe
+                tokens = len(self.encoder.encode_many([text])[0])
+        return GenerateResponse(text, int(tokens), finish, window.truncated, window.truncated_document)
 
     def generate(
         self, requests: Sequence[GenerateRequest], resume: Resume[GenerateResponse] | None = None
@@ -289,13 +294,15 @@ class OpenAIBackend:
         if not requests:
             return []
         resume = resume or Resume()
+        todo = [i for i in range(len(requests)) if i not in resume.done]
+        windows = {i: self._fit_prompt(requests[i]) for i in todo}  # tokenised here, not in the threads
+        self.encoder.forget()
 
         def job(i: int) -> Callable[[], list[GenerateResponse]]:
-            return lambda: [self._generate_one(requests[i])]
+            return lambda: [self._generate_one(requests[i], windows[i])]
 
-        jobs = [([i], job(i)) for i in range(len(requests)) if i not in resume.done]
         results = dict(resume.done)
-        results.update(self._run(jobs, resume, len(jobs), "generate"))
+        results.update(self._run([([i], job(i)) for i in todo], resume, len(todo), "generate"))
         return [results[i] for i in range(len(requests))]
 
     # -- identity -------------------------------------------------------------------------------
@@ -343,7 +350,7 @@ def build_openai(model: str, options: Mapping[str, Any]) -> OpenAIBackend:
         batch_size=int(batch),
         max_length=options.get("max_length"),
         timeout_s=float(options.get("timeout") or 600.0),
-        max_retries=int(options.get("max_retries") if options.get("max_retries") is not None else 6),
+        max_retries=int(options.get("max_retries", 6)),
         trust_remote_code=bool(options.get("trust_remote_code", False)),
         api_key=options.get("api_key"),
     )

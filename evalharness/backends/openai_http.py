@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 import urllib.error
@@ -107,7 +106,9 @@ class ServerPool:
             now = time.monotonic()
             return any(u != url and self._down_until.get(u, 0.0) <= now for u in self.urls)
 
-    def request(self, url: str, path: str, payload: dict[str, Any] | None = None, timeout_s: float | None = None) -> Any:
+    def request(
+        self, url: str, path: str, payload: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> Any:
         """One HTTP call to one replica, no retries: the decoded JSON, or an exception."""
         data = None if payload is None else json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -130,7 +131,7 @@ class ServerPool:
                 if exc.code not in RETRY_STATUS:
                     raise ServerError(f"{url}{path} answered {exc.code}: {message}") from None
                 last = f"{url}{path} answered {exc.code}: {message}"
-            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, OSError) as exc:
+            except OSError as exc:  # URLError, connection refused or reset, timeouts
                 reason = getattr(exc, "reason", exc)
                 last = f"cannot reach {url} ({reason})"
             except ValueError as exc:  # not JSON: a proxy's error page, a truncated body
