@@ -24,7 +24,7 @@ from evalharness.backends.openai_http import ServerError, Unreachable
 from evalharness.backends.protocol import Backend, Resume
 from evalharness.core.errors import EvalHarnessError
 from evalharness.core.requests import GenerateRequest, LoglikelihoodRequest, SamplingParams
-from tests.conftest import DATA, LLAMA_TOKENIZER
+from tests.conftest import DATA, LLAMA_TOKENIZER, run_cli
 
 # -- a stub server -----------------------------------------------------------------------------
 
@@ -169,6 +169,23 @@ def test_the_fingerprint_leaves_the_urls_out(stub: Stub) -> None:
         other.close()
     assert one == two and "127.0.0.1" not in json.dumps(one)
     assert one["backend"] == "openai" and one["model"] == "stub" and one["tokenizer"]["size"] == 32000
+
+
+def test_cli_runs_a_task_through_the_server(stub: Stub, tmp_path: Any) -> None:
+    proc = run_cli("run", "--model", "openai:stub", "--base-url", f"{stub.url}/v1", "--tokenizer", str(LLAMA_TOKENIZER),
+                   "--tasks", "mmlu_anatomy", "--limit", "2", "--data-dir", str(DATA), "--output", str(tmp_path),
+                   "--no-cache", "--concurrency", "2", "--batch-size", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"]["backend"] == "openai" and results["model"]["model"] == "stub"
+    assert [t["n"] for t in results["tasks"].values()] == [2]
+    assert stub.completions == 2  # 8 prompts, 4 to a call
+
+
+def test_cli_refuses_settings_that_belong_to_the_server(stub: Stub) -> None:
+    proc = run_cli("run", "--model", "openai:stub", "--base-url", stub.url, "--tokenizer", str(LLAMA_TOKENIZER),
+                   "--tasks", "mmlu_anatomy", "--limit", "1", "--data-dir", str(DATA), "--device", "cuda")  # fmt: skip
+    assert proc.returncode == 2 and "--device is the server's choice" in proc.stderr.strip().splitlines()[-1]
 
 
 # -- a real vLLM server ------------------------------------------------------------------------
