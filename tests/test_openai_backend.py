@@ -100,6 +100,11 @@ REQ = LoglikelihoodRequest("The capital of France is", " Paris")
 
 
 def test_implements_the_protocol(stub: Stub) -> None:
+    from evalharness.backends.registry import build_backend, split_model
+
+    assert split_model("openai:smollm2", None) == ("openai", "smollm2")
+    with pytest.raises(EvalHarnessError, match="did you mean: base_url"):
+        build_backend("openai", "stub", {"base_ur": stub.url})
     backend = stub_backend(stub.url)
     assert isinstance(backend, Backend)
     assert backend.max_length == 256
