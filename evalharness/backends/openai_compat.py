@@ -147,9 +147,8 @@ class OpenAIBackend:
     ) -> dict[int, R]:
         """Runs ``(indices, job)`` pairs on the pool; reports each finished job in this thread."""
         results: dict[int, R] = {}
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as executor, progress_bar(
-            total=total, desc=desc, unit="req"
-        ) as bar:
+        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai")
+        with progress_bar(total=total, desc=desc, unit="req") as bar:
             pending: dict[Future[list[R]], list[int]] = {executor.submit(job): idx for idx, job in jobs}
             try:
                 while pending:
@@ -161,9 +160,10 @@ class OpenAIBackend:
                         resume.finished(indices, responses)
                         bar.update(len(indices))
             except BaseException:
-                for future in pending:
-                    future.cancel()
+                # An error or Ctrl-C: queued calls are dropped, calls in flight are not waited for.
+                executor.shutdown(wait=False, cancel_futures=True)
                 raise
+        executor.shutdown()
         return results
 
     # -- log-likelihood -------------------------------------------------------------------------
