@@ -117,6 +117,9 @@ def build_parser() -> OneLineParser:
     run.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     run.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat format (Llama-2-chat fallback)")
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
+    run.add_argument("--base-url", help="openai backend: server URL(s), comma-separated replicas of one model")
+    run.add_argument("--tokenizer", help="openai backend: the served model's tokenizer (folder or hub id)")
+    run.add_argument("--concurrency", type=positive_int, help="openai backend: requests in flight (default 8)")
 
     tasks_command.add_parser(commands)
     gate_cli.add_parser(commands)
@@ -173,6 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "model_args": model_args, "max_length": args.max_length,
         "trust_remote_code": args.trust_remote_code,
     }  # fmt: skip
+    remote = {"base_url": args.base_url, "tokenizer": args.tokenizer, "concurrency": args.concurrency}
+    options.update({k: v for k, v in remote.items() if v is not None})
     if args.dry_run:
         from evalharness.run.dry_run import dry_run, format_plan
 
