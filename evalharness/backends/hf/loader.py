@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError, ModelLoadError
+from evalharness.backends.hf import gguf
 from evalharness.backends.hf.tokenization import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ def _file_digest(path: Path, edge: int = 1 << 20) -> str:
 
 
 def weights_identity(name_or_path: str, model: Any) -> dict[str, Any]:
+    if gguf.is_gguf_path(name_or_path):  # the GGUF file's sha256, not the converted folder's
+        return gguf.gguf_identity(Path(name_or_path))
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         files = {p.name: _file_digest(p) for p in local_weights(folder)}
@@ -97,6 +100,8 @@ def load_model(config: ModelConfig) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM
 
     name = config.name_or_path
+    if gguf.is_gguf_path(name):  # converted once to a float32 folder, cached by sha256
+        name = str(gguf.converted_folder(Path(name)))
     folder = Path(name).expanduser()
     if folder.exists():
         if not folder.is_dir():
