@@ -135,8 +135,11 @@ def convert(path: Path, out: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    try:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    except OSError as exc:  # e.g. a full disk: the float32 folder is about 4 bytes per parameter
+        raise ModelLoadError(f"cannot write the converted model to {out}: {_first_line(exc)}") from exc
 
 
 def _publish(partial: Path, target: Path) -> None:
