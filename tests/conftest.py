@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EVALHARNESS_SHARED", REPO.parent / "shared"))
+
+
+def shared_dir() -> Path:
+    """The shared models and data: ``$EVALHARNESS_SHARED``, else ``../shared`` beside the repository.
+
+    Resolved (symbolic links followed), as the harness records paths, so every test can compare
+    its paths with the ones in results. Every test finds the folder through this function.
+    """
+    return Path(os.environ.get("EVALHARNESS_SHARED") or REPO.parent / "shared").expanduser().resolve()
+
+
+SHARED = shared_dir()
 DATA = SHARED / "data"
 MODELS = SHARED / "models"
 TINY_LLAMA = MODELS / "tiny-random-llama2"

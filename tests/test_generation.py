@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -11,10 +10,8 @@ from evalharness.core.errors import EvalHarnessError
 from evalharness.backends.hf.backend import HFBackend
 from evalharness.backends.hf.loader import ModelConfig
 from evalharness.core.requests import GenerateRequest, GenerateResponse, SamplingParams
-
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
-STORIES = MODELS / "tinyllamas-stories260K"
-RANDOM_LLAMA = MODELS / "tiny-random-llama2"
+from tests.conftest import MODELS, STORIES
+from tests.conftest import TINY_LLAMA as RANDOM_LLAMA
 
 pytestmark = pytest.mark.skipif(
     not (STORIES.is_dir() and RANDOM_LLAMA.is_dir()), reason=f"tiny models not found in {MODELS}"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError, ModelLoadError
+from evalharness.backends.hf import gguf
 from evalharness.backends.prompt_fitting import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def weights_identity(name_or_path: str, model: Any) -> dict[str, Any]:
+    if gguf.is_gguf_path(name_or_path):  # the GGUF file's sha256, not the converted folder's
+        return gguf.gguf_identity(Path(name_or_path))
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         files = {p.name: _file_digest(p) for p in local_weights(folder)}
@@ -194,6 +197,8 @@ def load_model(config: ModelConfig) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM
 
     name = config.name_or_path
+    if gguf.is_gguf_path(name):  # converted once to a float32 folder, cached by sha256
+        name = str(gguf.converted_folder(Path(name)))
     folder = Path(name).expanduser()
     if folder.exists():
         if not folder.is_dir():
