@@ -27,7 +27,10 @@ def from_release(row: Record) -> Record:
         "id": row.get("id", ""),
         "question": question["stem"],
         "question_concept": question.get("question_concept", ""),
-        "choices": {"label": [c["label"] for c in question["choices"]], "text": [c["text"] for c in question["choices"]]},
+        "choices": {
+            "label": [c["label"] for c in question["choices"]],
+            "text": [c["text"] for c in question["choices"]],
+        },
         "answerKey": row["answerKey"],
     }
 
@@ -50,7 +53,9 @@ class CommonsenseQA(MultipleChoice):
     template = "commonsense_qa/default.jinja"
     dataset = Dataset(
         "tau/commonsense_qa", None, "validation",
-        JsonLines({"validation": "commonsenseqa/dev_rand_split.jsonl"}, ("question", "answerKey"), to_record=from_release),
+        JsonLines(
+            {"validation": "commonsenseqa/dev_rand_split.jsonl"}, ("question", "answerKey"), to_record=from_release
+        ),
     )
     fewshot = Fewshot("train", "seeded")  # from the hub; with local data, EXEMPLARS first_n (fewshot_pool)
     default_fewshot = 7
@@ -63,7 +68,7 @@ class CommonsenseQA(MultipleChoice):
             raise ValueError(f"{len(texts)} choice texts for {len(labels)} labels")
         return {
             "question": record["question"].strip(),
-            "options": list(zip(labels, texts)),
+            "options": list(zip(labels, texts, strict=True)),
             "labels": labels,
             "answer": answer_index(labels, record["answerKey"]),
             "exemplar": "rationale" in record,

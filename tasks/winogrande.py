@@ -24,7 +24,9 @@ class WinoGrande(PartialScoring):
     template = "winogrande/partial.jinja"  # the gold option's context
     dataset = Dataset(
         "allenai/winogrande", "winogrande_xl", "validation",
-        JsonLines({"validation": "winogrande/winogrande_xl_validation.jsonl"}, ("sentence", "option1", "option2", "answer")),
+        JsonLines(
+            {"validation": "winogrande/winogrande_xl_validation.jsonl"}, ("sentence", "option1", "option2", "answer")
+        ),
     )
     metrics = ("acc", "acc_norm")
 

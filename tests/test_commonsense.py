@@ -15,7 +15,7 @@ import pytest
 from evalharness.core.errors import DataError
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.requests import LoglikelihoodRequest, LoglikelihoodResponse
-from evalharness.core.task import Doc, Prompt
+from evalharness.core.task import Doc
 from evalharness.core.task_selection import resolve
 from evalharness.data.datasets import TsvRows
 from evalharness.data.source import DataSource

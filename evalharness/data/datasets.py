@@ -83,7 +83,7 @@ class TsvRows:
                     f"{_where(data, parts)}, line {line_no}: expected {len(header)} tab-separated"
                     f" fields, got {len(cells)}"
                 )
-            record = dict(zip(header, cells))
+            record = dict(zip(header, cells, strict=True))
             records.append(record if self.to_record is None else _mapped(self.to_record, record, data, parts, line_no))
         return records
 
