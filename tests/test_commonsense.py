@@ -133,6 +133,34 @@ def test_hellaswag_wikihow_markers_are_removed_as_lm_eval_does():
     assert fields["answer"] == 2
 
 
+def test_hellaswag_choices_share_their_context_in_the_backends_prefix_cache():
+    """The local backend computes a shared token prefix (>= 32 tokens) once; HellaSwag's four
+    endings of one context form such a group (no task-specific machinery)."""
+    from evalharness.backends.hf.loglikelihood import plan as plan_batches
+    from evalharness.backends.hf.loglikelihood import prepare
+    from evalharness.backends.prompt_fitting import Encoder, load_tokenizer
+    from tests.conftest import LLAMA_TOKENIZER
+
+    planned = plan(RunConfig(tasks=("hellaswag",), limit=40), DataSource(DATA), PromptRenderer())
+    requests = [r for p in planned for r in p.requests]
+    assert isinstance(requests[0], LoglikelihoodRequest)
+    prepared = prepare(Encoder(load_tokenizer(str(LLAMA_TOKENIZER))), requests, 4096)
+    batches = plan_batches(prepared, 8)
+    grouped = {row for b in batches if b.prefix for row in b.rows}
+    long_context = {p.inputs for p in prepared if len(p.inputs) - len(p.continuation) >= 33}
+    # Most endings of a long context are grouped; the planner leaves a whole group loose when one
+    # member (a short context whose ending repeats the next row's context) cannot use its prefix.
+    assert len(long_context) >= 40 and len(long_context & grouped) >= 0.75 * len(long_context)
+    assert all(len(b.prefix) >= 32 and len(b.rows) >= 2 for b in batches if b.prefix)
+
+
+def test_partial_scoring_reports_only_acc_and_acc_norm():
+    from evalharness.tasks.winogrande import WinoGrande
+
+    with pytest.raises(TypeError, match="partial scoring reports acc and acc_norm"):
+        type("Bad", (WinoGrande,), {"metrics": ("acc", "acc_calibrated")})
+
+
 # --- scoring: acc and acc_norm (and the calibration) disagree ------------------------------------------
 
 
