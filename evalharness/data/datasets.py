@@ -61,25 +61,30 @@ class CsvRows:
 
 @dataclass(frozen=True)
 class TsvRows:
-    """A tab-separated file with a header row; each record maps column name → text."""
+    """A tab-separated file with a header row; each record maps column name → text.
+
+    ``to_record`` (optional) maps that record to the hub's schema; its errors name the file and line.
+    """
 
     path: str | Mapping[str, str]
+    to_record: Callable[[Record], Record] | None = None
 
     def read(self, data: DataSource, split: str, subset: str | None) -> list[Record]:
         parts = _fill(self.path, split, subset)
-        lines = [line for line in data.read_text(*parts).split("\n") if line.strip()]
+        lines = [(n, line.rstrip("\r")) for n, line in enumerate(data.read_text(*parts).split("\n"), 1) if line.strip()]
         if not lines:
             raise DataError(f"{_where(data, parts)}: empty file")
-        header = lines[0].rstrip("\r").split("\t")
+        header = lines[0][1].split("\t")
         records = []
-        for line_no, line in enumerate(lines[1:], start=2):
-            cells = line.rstrip("\r").split("\t")
+        for line_no, line in lines[1:]:
+            cells = line.split("\t")
             if len(cells) != len(header):
                 raise DataError(
                     f"{_where(data, parts)}, line {line_no}: expected {len(header)} tab-separated"
                     f" fields, got {len(cells)}"
                 )
-            records.append(dict(zip(header, cells)))
+            record = dict(zip(header, cells, strict=True))
+            records.append(record if self.to_record is None else _mapped(self.to_record, record, data, parts, line_no))
         return records
 
 
@@ -136,9 +141,13 @@ class JsonLines:
         while lines and not lines[-1]:
             lines.pop()
         if len(lines) != len(records):
+            first = (  # the first line of the label file out of step with the records
+                f"line {len(lines) + 1} should label record {len(lines) + 1}" if len(lines) < len(records)
+                else f"line {len(records) + 1} labels no record"
+            )
             raise DataError(
                 f"{_where(data, label_parts)}: {len(lines)} labels for the {len(records)} records"
-                f" of {_where(data, parts)}"
+                f" of {_where(data, parts)} ({first})"
             )
         out = []
         for line_no, (record, text) in enumerate(zip(records, lines), start=1):

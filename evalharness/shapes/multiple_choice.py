@@ -12,6 +12,8 @@ A task gives its prompt (the context), the choices and the gold index; this shap
 
 ``PartialScoring`` is WinoGrande's variant: each option is substituted into the context and only
 the shared continuation after it is scored.
+
+``answer_index`` maps a dataset's answer key to a choice index, whichever label style a row uses.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ METRICS = ("acc", "acc_norm", "acc_calibrated", "mc1", "mc2")
 def argmax(values: Sequence[float]) -> int:
     """Index of the largest value; ties go to the first, as lm-eval's np.argmax."""
     return max(range(len(values)), key=values.__getitem__)
+
+
+def answer_index(labels: Sequence[str], key: str) -> int:
+    """The index of answer ``key`` among a row's choice ``labels``.
+
+    Labels are matched as given (after trimming spaces); a row whose labels are letters but whose
+    key is a digit, or the other way round (ARC's New York Regents items use "1".."4"), is mapped
+    by position: "1" ↔ "A". Anything else is a ValueError naming the key and the labels.
+    """
+    labels = [str(label).strip() for label in labels]
+    key = str(key).strip()
+    if key in labels:
+        return labels.index(key)
+    if key.isdigit() and all(label.isalpha() for label in labels) and 1 <= int(key) <= len(labels):
+        return int(key) - 1
+    if len(key) == 1 and key.isalpha() and all(label.isdigit() for label in labels):
+        position = ord(key.upper()) - ord("A")
+        if 0 <= position < len(labels):
+            return position
+    raise ValueError(f"answer key {key!r} is not one of the labels {labels}")
 
 
 def mc2_score(logprobs: Sequence[float], labels: Sequence[int]) -> float:
@@ -124,9 +146,18 @@ class PartialScoring(MultipleChoice):
     then the same continuation after the blank; the option under which that continuation is
     most likely wins. The template renders the gold option's context (for the prompt's hash and
     the few-shot examples), whose answer text is the shared continuation.
+
+    ``acc_norm`` may be declared for tables that expect it: every option is scored on the same
+    continuation, so dividing by its length in characters leaves the ranking, and ``acc``, unchanged.
     """
 
     metrics: ClassVar[tuple[str, ...]] = ("acc",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unsupported = sorted(set(cls.metrics) - {"acc", "acc_norm"})
+        if unsupported:
+            raise TypeError(f"{cls.__name__}: partial scoring reports acc and acc_norm, not {unsupported}")
 
     @abstractmethod
     def option_contexts(self, doc: Doc) -> list[str]: ...
@@ -151,4 +182,5 @@ class PartialScoring(MultipleChoice):
     def score(self, doc: Doc, responses: Sequence[Response]) -> Outcome:
         logprobs = [r.logprob for r in responses if isinstance(r, LoglikelihoodResponse)]
         predicted, gold = argmax(logprobs), self.gold(doc)
-        return Outcome(logprobs, predicted, gold, {"acc": float(predicted == gold)})
+        # acc_norm: the same continuation under every option, so the same argmax as acc.
+        return Outcome(logprobs, predicted, gold, {metric: float(predicted == gold) for metric in self.metrics})
