@@ -36,7 +36,8 @@ def first_prompt(name: str, subtask: str, data_dir=DATA) -> str:
 
 
 def test_math_prompt_is_minervas():
-    exemplars = [json.loads(line) for line in (DATA / "math" / "minerva_4shot_exemplars.jsonl").read_text().splitlines()]
+    lines = (DATA / "math" / "minerva_4shot_exemplars.jsonl").read_text().splitlines()
+    exemplars = [json.loads(line) for line in lines]
     first = json.loads(gzip.open(DATA / "math" / "test.jsonl.gz", "rt").readline())
     expected = "".join(
         f"Problem:\n{e['problem']}\n\nSolution:\n{e['solution']}\n"
