@@ -45,7 +45,7 @@ def test_math_prompt_is_minervas():
         for e in exemplars
     )
     expected += f"Problem:\n{first['problem']}\n\nSolution:"
-    assert first_prompt("minerva_math", "minerva_math_algebra") == expected
+    assert first_prompt("math", "math_algebra") == expected
     assert expected.startswith("Problem:\nFind the domain of the expression  $\\frac{\\sqrt{x-2}}{\\sqrt{5-x}}$.}")
     assert "Final Answer: The final answer is $-\\frac{2}{3}$. I hope it is correct.\n\nProblem:\nHow many" in expected
 
@@ -116,7 +116,7 @@ def test_math_equivalence(prediction, reference, equal):
 def test_math_no_answer_scores_zero_and_gold_is_last_box():
     assert math_equivalent(None, ["3"]) == 0.0
     assert normalize_final_answer("\\$1,000") == "1000"
-    doc = task_named("minerva_math").documents(DataSource(DATA), "minerva_math_algebra")[0]
+    doc = task_named("math").documents(DataSource(DATA), "math_algebra")[0]
     assert doc.fields["gold"] == "2" and doc.fields["level"] == "Level 3"
 
 
@@ -182,7 +182,7 @@ def test_agieval_uses_all_the_authors_exemplars():
 
 def test_groups_and_subtasks():
     names = {s.task.name: len(s.subtasks) for s in resolve(["math", "bbh", "agieval"])}
-    assert names == {"gsm8k": 1, "minerva_math": 7, "bbh": 27, "agieval": 8}
+    assert names == {"math": 7, "bbh": 27, "agieval": 8}
 
 
 # --- malformed data: one line naming the file and the line ------------------------------------
@@ -200,7 +200,7 @@ def test_malformed_math_row(tmp_path):
     with gzip.open(root / "math" / "test.jsonl.gz", "wt") as f:
         f.write("\n".join(lines) + "\n")
     with pytest.raises(DataError) as info:
-        task_named("minerva_math").documents(DataSource(root), "minerva_math_algebra")
+        task_named("math").documents(DataSource(root), "math_algebra")
     message = str(info.value)
     assert "test.jsonl.gz" in message and "record 3" in message and "\\boxed{}" in message and "\n" not in message
 
@@ -237,7 +237,7 @@ def test_cli_end_to_end(tmp_path):
                    "--gen-kwargs", "max_new_tokens=8")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "results.json").read_text())["tasks"]
-    math, bbh, agieval = results["minerva_math"], results["bbh"], results["agieval"]
+    math, bbh, agieval = results["math"], results["bbh"], results["agieval"]
     assert math["n"] == 14 and math["num_fewshot"] == 4 and len(math["subtasks"]) == 7
     assert set(math["groups"]) <= {f"level_{i}" for i in range(1, 6)} and "exact_match" in math["metrics"]
     assert bbh["n"] == 54 and len(bbh["subtasks"]) == 27 and bbh["num_fewshot"] == 3
@@ -246,6 +246,5 @@ def test_cli_end_to_end(tmp_path):
     assert agieval["n"] == 16 and len(agieval["subtasks"]) == 8
     assert agieval["fewshot_per_subtask"]["agieval_aqua_rat"] == 5
     assert agieval["fewshot_per_subtask"]["agieval_lsat_rc"] == 3
-    assert results["gsm8k"]["n"] == 2  # the card's Math group is GSM8K and MATH
-    for name in ("minerva_math", "bbh", "agieval"):
+    for name in ("math", "bbh", "agieval"):
         assert name in proc.stdout

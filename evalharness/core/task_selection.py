@@ -38,10 +38,6 @@ def all_tasks() -> list[Task]:
     return [TASKS.get(name)() for name in TASKS.names()]
 
 
-# The card's groups whose members are several tasks (BBH and AGI Eval are one task each).
-GROUPS: dict[str, tuple[str, ...]] = {"math": ("gsm8k", "minerva_math")}
-
-
 def _expand_groups(names: Sequence[str]) -> list[str]:
     """``llama2_card``: every card task this installation has registered, each with its card shot count.
 
@@ -55,8 +51,6 @@ def _expand_groups(names: Sequence[str]) -> list[str]:
 
             load_plugins()
             expanded += [t for t in card_task_names() if t in TASKS]
-        elif name.strip() in GROUPS:
-            expanded += GROUPS[name.strip()]
         else:
             expanded.append(name)
     return expanded
@@ -80,7 +74,7 @@ def resolve(names: Sequence[str], options: Mapping[str, Any] | None = None) -> l
         elif name in by_subtask:
             subs, owner = [name], by_subtask[name]
         else:
-            names_known = sorted(set(by_name) | set(by_subtask) | {"llama2_card", *GROUPS})
+            names_known = sorted(set(by_name) | set(by_subtask) | {"llama2_card"})
             raise UnknownNameError(
                 f"unknown task {name!r}{did_you_mean(name, names_known)} (`evalharness tasks` lists them)"
             )

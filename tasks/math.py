@@ -5,7 +5,7 @@ rendered "Problem:\\n…\\n\\nSolution:\\n<solution>\\nFinal Answer: The final a
 is correct.", blank-line separated, as lm-eval's ``minerva_math``. Greedy (maj1@1) until "Problem:"
 or "</s>", 512 new tokens. The answer is X of the final sentence, else the last ``\\boxed{}``; it
 matches the reference's last ``\\boxed{}`` after Minerva's normalisation
-(``evalharness.shapes.math_answers``). Subtasks are the seven subjects; groups are the five levels.
+(``evalharness.shapes.math_answers``). Subtasks ``math_<subject>`` are the seven subjects; groups are the five levels.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SUBJECTS = {
     "intermediate_algebra": "Intermediate Algebra", "number_theory": "Number Theory",
     "prealgebra": "Prealgebra", "precalculus": "Precalculus",
 }  # fmt: skip
-PREFIX = "minerva_math_"
+PREFIX = "math_"
 
 TEST = Dataset(
     "EleutherAI/hendrycks_math", "{subset}", "test",
@@ -43,9 +43,9 @@ EXEMPLARS = Dataset(
 
 @register_task
 class MinervaMath(ShortAnswer):
-    name = "minerva_math"
+    name = "math"
     version = "1.0"
-    template = "minerva_math/minerva.jinja"
+    template = "math/minerva.jinja"
     dataset = TEST
     fewshot = Fewshot("exemplars", "first_n", EXEMPLARS)
     default_fewshot = 4
