@@ -105,3 +105,45 @@ def numeric_match(prediction: str | None, references: Sequence[str]) -> float:
     if prediction is None:
         return 0.0
     return float(any(normalize_number(prediction) == normalize_number(ref) for ref in references))
+
+
+# --- "the answer is X" (BIG-Bench Hard chain of thought) ------------------------------------
+
+THE_ANSWER_IS = re.compile(r"the answer is (.*)", re.IGNORECASE)
+_CHOICE = re.compile(r"\(([A-Z])\)")
+_LABELS = frozenset(("true", "false", "yes", "no", "valid", "invalid"))
+
+
+def after_the_answer_is(generation: str) -> str | None:
+    """The rest of the line after the first "the answer is ", without a final period (lm-eval's
+    bbh cot_fewshot ``get-answer`` filter; any letter case)."""
+    match = THE_ANSWER_IS.search(generation)
+    if not match:
+        return None
+    answer = match.group(1).strip()
+    return answer[:-1].strip() if answer.endswith(".") else answer
+
+
+def answer_form_match(prediction: str | None, references: Sequence[str]) -> float:
+    """Exact match in the form of the reference: a choice "(B)" matches "(B) …" or a bare "B";
+    True/False, Yes/No and valid/invalid compare the first word in any case; integers compare
+    as numbers; anything else (sorted words, bracket sequences) must match up to whitespace."""
+    if prediction is None:
+        return 0.0
+    for reference in references:
+        ref = reference.strip()
+        if _CHOICE.fullmatch(ref):
+            found = _CHOICE.search(prediction)
+            letter = found.group(1) if found else prediction.strip().rstrip(".)").lstrip("(")
+            matched = f"({letter})" == ref
+        elif ref.lower() in _LABELS:
+            words = prediction.split()
+            matched = bool(words) and words[0].strip(".,!\"'").lower() == ref.lower()
+        elif re.fullmatch(r"-?\d+", ref):
+            number = ANY_NUMBER.search(prediction)
+            matched = number is not None and normalize_number(number.group(0)) == normalize_number(ref)
+        else:
+            matched = " ".join(prediction.split()) == " ".join(ref.split())
+        if matched:
+            return 1.0
+    return 0.0
