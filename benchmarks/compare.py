@@ -85,7 +85,7 @@ def _rounded(values: list[float]) -> list[float]:
 
 def _first_difference(a: str, b: str, context: int = 40) -> str:
     """Where two strings first differ, with a little context from each."""
-    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     start = max(0, i - context)
     return f"at char {i}: ours {a[start : i + context]!r} / lm-eval {b[start : i + context]!r}"
 
@@ -118,7 +118,7 @@ def token_counts(sequences: list[tuple[int, ...]]) -> dict[str, int]:
     useful = 0
     previous: tuple[int, ...] = ()
     for seq in distinct:
-        common = next((i for i, (a, b) in enumerate(zip(seq, previous)) if a != b), min(len(seq), len(previous)))
+        common = next((i for i, (a, b) in enumerate(zip(seq, previous, strict=False)) if a != b), min(len(seq), len(previous)))
         useful += len(seq) - common
         previous = seq
     return {"useful": useful, "no_prefix_reuse": sum(len(s) for s in distinct)}

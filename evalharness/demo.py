@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def demo(args: argparse.Namespace) -> list[Path]:
     from evalharness.backends.response_cache import default_cache_path
-    from evalharness.run.runner import RunConfig, run
+    from evalharness.run.runner import run
+    from evalharness.run.settings import ModelSpec, RunConfig
 
     started = time.perf_counter()
     tasks, task_args = task_selection(DEMO_TASKS)
@@ -204,11 +205,10 @@ def demo(args: argparse.Namespace) -> list[Path]:
         model = str(fetch(SMOLLM2))
     log.info("[2/3] evaluating %s on %s, --limit %d", Path(model).name, ", ".join(tasks), args.limit)
     config = RunConfig(
-        model=model, tasks=tasks, limit=args.limit, batch_size=args.batch_size, device="cpu",
-        data_dir=args.data_dir or default_data_dir(), output_dir=args.output, task_args=task_args,
-        cache_path=None if args.no_cache else str(default_cache_path()),
+        tasks=tasks, limit=args.limit, data_dir=args.data_dir or default_data_dir(), output_dir=args.output,
+        task_args=task_args, cache_path=None if args.no_cache else str(default_cache_path()),
     )
-    results = run(config)
+    results = run(config, ModelSpec(model, "hf", {"batch_size": args.batch_size, "device": "cpu"}))
     sys.stdout.write(results.table() + "\n\n")
     log.info("[3/3] writing the reports")
     paths = [Path(args.output) / "results.json", *write_reports(Path(args.output))]

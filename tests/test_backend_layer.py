@@ -83,7 +83,7 @@ def test_second_backend_matches_the_local_one_with_the_same_truncation(local_sho
     a, b = ours.results["tasks"]["mmlu"], local.results["tasks"]["mmlu"]
     assert a["truncated_documents"] == b["truncated_documents"] == 6  # every prompt overflowed
     assert [s["prediction"] for s in ours.samples] == [s["prediction"] for s in local.samples]
-    for x, y in zip(ours.samples, local.samples):
+    for x, y in zip(ours.samples, local.samples, strict=False):
         assert x["prompt_hash"] == y["prompt_hash"]
         assert x["output"] == pytest.approx(y["output"], abs=1e-4)
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from evalharness.core.errors import EvalHarnessError
 from evalharness.backends.hf.backend import HFBackend
 from evalharness.backends.hf.loader import ModelConfig
+from evalharness.core.errors import EvalHarnessError
 from evalharness.core.requests import GenerateRequest, GenerateResponse, SamplingParams
 from tests.conftest import MODELS, STORIES
 from tests.conftest import TINY_LLAMA as RANDOM_LLAMA

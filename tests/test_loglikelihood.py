@@ -24,7 +24,7 @@ REQUESTS = [
 def test_batched_equals_one_at_a_time(tiny_backend):
     batched = tiny_backend.loglikelihood(REQUESTS)
     single = [tiny_backend.loglikelihood([r])[0] for r in REQUESTS]
-    for a, b in zip(batched, single):
+    for a, b in zip(batched, single, strict=False):
         assert a.num_tokens == b.num_tokens
         assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
 
@@ -92,5 +92,5 @@ def test_shared_prefix_reuse_changes_nothing(request, backend_name):
         without = backend.loglikelihood(requests)
     finally:
         backend.reuse_prefixes = True
-    assert max(abs(a.logprob - b.logprob) for a, b in zip(with_reuse, without)) < 1e-5
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(with_reuse, without, strict=False)) < 1e-5
     assert [a.is_greedy for a in with_reuse] == [b.is_greedy for b in without]

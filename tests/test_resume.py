@@ -49,7 +49,7 @@ def _assert_same(reference, out: Path) -> None:
     ref_samples, ref_tasks = reference
     samples, tasks = _comparable(out)
     assert len(samples) == len(ref_samples)
-    for got, want in zip(samples, ref_samples):
+    for got, want in zip(samples, ref_samples, strict=False):
         assert (got["subtask"], got["doc_id"], got["prediction"], got["metrics"]) == (
             want["subtask"], want["doc_id"], want["prediction"], want["metrics"])
         if isinstance(want["output"], dict):  # log-likelihoods within 1e-5

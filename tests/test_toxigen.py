@@ -193,7 +193,7 @@ def test_transformers_classifier_is_batched_padding_safe_and_identified(tiny_cla
     single = make_classifier("roberta", str(tiny_classifier), batch_size=1)
     assert isinstance(batched, SequenceClassifier)
     together, alone = batched.classify(texts), single.classify(texts)
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=False):
         assert a.score == pytest.approx(b.score, abs=1e-5)  # padding in a batch changes nothing
         assert a.toxic == (a.score > 0.5)  # two labels: argmax 1 <=> p(label 1) > 0.5
     identity = batched.identity()

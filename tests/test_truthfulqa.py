@@ -193,7 +193,7 @@ def test_judge_scores_match_the_backend_directly(stories_backend):
     load = TaskContext("cpu", "float32", 4, 0, None).load_model  # judges come through the backend layer
     verdicts, fingerprints = run_judges(prompts, {"truth": str(STORIES), "info": str(STORIES)}, load)
     for kind, texts in prompts.items():
-        for text, got in zip(texts, verdicts[kind]):
+        for text, got in zip(texts, verdicts[kind], strict=False):
             yes, no = stories_backend.loglikelihood([LoglikelihoodRequest(text, " yes"), LoglikelihoodRequest(text, " no")])
             assert got.logp_yes == pytest.approx(yes.logprob, abs=1e-4)
             assert got.logp_no == pytest.approx(no.logprob, abs=1e-4)

@@ -35,7 +35,7 @@ class CachingBackend:
         done = {i: found[k] for i, k in enumerate(keys) if isinstance(found.get(k), kind)}
 
         def record(indices: Sequence[int], responses: Sequence[T]) -> None:
-            self.cache.put_many((keys[i], r) for i, r in zip(indices, responses))
+            self.cache.put_many((keys[i], r) for i, r in zip(indices, responses, strict=False))
 
         return Resume(done, record), len(done)  # type: ignore[arg-type]
 

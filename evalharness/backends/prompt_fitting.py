@@ -94,7 +94,7 @@ class Encoder:
         # Chunks bound the tokenizer's per-token bookkeeping (offsets, strings) to a few MB.
         for start in range(0, len(missing), ENCODE_CHUNK):
             chunk = missing[start : start + ENCODE_CHUNK]
-            for text, ids in zip(chunk, self._encode_batch(chunk)):
+            for text, ids in zip(chunk, self._encode_batch(chunk), strict=False):
                 self._memo[text] = tuple(ints[i] for i in ids)
         return [self._memo[t] if t else () for t in texts]
 

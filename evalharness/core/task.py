@@ -154,7 +154,7 @@ class Task(ABC):
                 raise DataError(f"{where}, record {i + 1}: {detail}") from None
         return docs
 
-    def preflight(self, data: DataSource) -> None:
+    def preflight(self, data: DataSource) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Checks that must fail before the model loads (a judge model, a metric package)."""
 
     def select_fewshot(self, pool: Sequence[Doc], k: int, doc: Doc, seed: int) -> list[Doc]:

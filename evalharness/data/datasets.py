@@ -150,7 +150,7 @@ class JsonLines:
                 f" of {_where(data, parts)} ({first})"
             )
         out = []
-        for line_no, (record, text) in enumerate(zip(records, lines), start=1):
+        for line_no, (record, text) in enumerate(zip(records, lines, strict=False), start=1):
             try:
                 out.append({**record, self.labels.field: self.labels.parse(text)})
             except ValueError:

@@ -94,7 +94,7 @@ def build_results(
     outcomes: dict[str, dict[str, list[Outcome]]] = {}
     truncated: dict[str, list[int]] = {}
     samples = []
-    for item, got, outcome in zip(planned, responses, scored):
+    for item, got, outcome in zip(planned, responses, scored, strict=False):
         name = item.selection.task.name
         outcomes.setdefault(name, {}).setdefault(item.doc.subtask, []).append(outcome)
         counts = truncated.setdefault(name, [0, 0])

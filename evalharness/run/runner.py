@@ -53,11 +53,11 @@ def run_requests(backend: Backend, planned: Sequence[PlannedDoc]) -> list[list[R
     responses: list[list[Response]] = [[] for _ in planned]
     lls = [(i, r) for i, r in flat if isinstance(r, LoglikelihoodRequest)]
     if lls:
-        for (i, _), got in zip(lls, backend.loglikelihood([r for _, r in lls])):
+        for (i, _), got in zip(lls, backend.loglikelihood([r for _, r in lls]), strict=False):
             responses[i].append(got)
     gens = [(i, r) for i, r in flat if isinstance(r, GenerateRequest)]
     if gens:
-        for (i, _), made in zip(gens, backend.generate([r for _, r in gens])):
+        for (i, _), made in zip(gens, backend.generate([r for _, r in gens]), strict=False):
             responses[i].append(made)
     return responses
 
@@ -67,7 +67,7 @@ def score_all(
 ) -> tuple[list[Outcome], dict[str, Finalized]]:
     """Per-document scores, then each task's second pass over all of its documents at once
     (where judge models and classifiers run, batched)."""
-    scored = [item.selection.task.score(item.doc, got) for item, got in zip(planned, responses)]
+    scored = [item.selection.task.score(item.doc, got) for item, got in zip(planned, responses, strict=False)]
     options = model.options
     context = TaskContext(
         str(options.get("device", "auto")), str(options.get("dtype", "auto")),
@@ -82,7 +82,7 @@ def score_all(
         final = task.finalize([(planned[i].doc, scored[i]) for i in indices], context)
         if len(final.outcomes) != len(indices):
             raise RuntimeError(f"{task.name}.finalize returned {len(final.outcomes)} outcomes for {len(indices)}")
-        for i, outcome in zip(indices, final.outcomes):
+        for i, outcome in zip(indices, final.outcomes, strict=False):
             scored[i] = outcome
         finalized[name] = final
     return scored, finalized

@@ -166,12 +166,12 @@ class JudgeScorer:
 
     def judge(self, docs: Sequence[Doc], answers: Sequence[str], context: TaskContext) -> Judgements:
         prompts = {
-            kind: [judge_prompt(doc.fields["question"], answer, kind) for doc, answer in zip(docs, answers)]
+            kind: [judge_prompt(doc.fields["question"], answer, kind) for doc, answer in zip(docs, answers, strict=False)]
             for kind in ("truth", "info")
         }
         verdicts, fingerprints = run_judges(prompts, self.models, context.load_model, self.rule)
         items = []
-        for truth, info in zip(verdicts["truth"], verdicts["info"]):
+        for truth, info in zip(verdicts["truth"], verdicts["info"], strict=False):
             metrics = {
                 "truthful_and_informative": float(truth.passed and info.passed),
                 "truthful": float(truth.passed),
@@ -200,7 +200,7 @@ class SimilarityScorer:
                 reference_answers(doc.fields["correct_answers"], add_no_comment=True),
                 reference_answers(doc.fields["incorrect_answers"]),
             ))
-            for doc, answer in zip(docs, answers)
+            for doc, answer in zip(docs, answers, strict=False)
         ]  # fmt: skip
         return Judgements(items)
 

@@ -64,7 +64,7 @@ def mc2_score(logprobs: Sequence[float], labels: Sequence[int]) -> float:
         raise ValueError("mc2 needs one log-likelihood per labelled answer")
     top = max(logprobs)
     weights = [math.exp(lp - top) for lp in logprobs]
-    return math.fsum(w for w, label in zip(weights, labels) if label == 1) / math.fsum(weights)
+    return math.fsum(w for w, label in zip(weights, labels, strict=False) if label == 1) / math.fsum(weights)
 
 
 class MultipleChoice(Task):
@@ -121,11 +121,11 @@ class MultipleChoice(Task):
             if metric in ("acc", "mc1"):
                 metrics[metric] = float(predicted == gold)
             elif metric == "acc_norm":
-                normalized = argmax([lp / max(len(c), 1) for lp, c in zip(conditional, choices)])
+                normalized = argmax([lp / max(len(c), 1) for lp, c in zip(conditional, choices, strict=False)])
                 metrics[metric] = float(normalized == gold)
                 extra["prediction_norm"] = normalized
             elif metric == "acc_calibrated":
-                calibrated = argmax([c - u for c, u in zip(conditional, logprobs[n:])])
+                calibrated = argmax([c - u for c, u in zip(conditional, logprobs[n:], strict=False)])
                 metrics[metric] = float(calibrated == gold)
                 extra["prediction_calibrated"] = calibrated
                 extra["unconditional"] = logprobs[n:]
@@ -135,7 +135,7 @@ class MultipleChoice(Task):
                 metrics[metric] = mass
                 return Outcome(conditional, mass, labels, metrics, extra)
         if self.labelled_output:
-            return Outcome(dict(zip(choices, conditional)), choices[predicted], choices[gold], metrics, extra)
+            return Outcome(dict(zip(choices, conditional, strict=False)), choices[predicted], choices[gold], metrics, extra)
         return Outcome(conditional, predicted, gold, metrics, extra)
 
 

@@ -62,7 +62,7 @@ class ScoredGeneration(GeneratingTask):
                 metrics=dict(j.metrics),
                 extra={**outcome.extra, **j.details},
             )
-            for (_, outcome), j in zip(scored, judged.items)
+            for (_, outcome), j in zip(scored, judged.items, strict=False)
         ]
         return Finalized(outcomes, {**scorer.describe(), **judged.provenance})
 

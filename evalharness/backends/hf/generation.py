@@ -110,7 +110,7 @@ def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[_R
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
     probs = logits.softmax(dim=-1)
     # One draw per row from the row's own generator: independent of its batch-mates.
-    return [int(torch.multinomial(p, 1, generator=r.generator)) for p, r in zip(probs, rows)]
+    return [int(torch.multinomial(p, 1, generator=r.generator)) for p, r in zip(probs, rows, strict=False)]
 
 
 def _stop_window(stops: Sequence[str]) -> int:

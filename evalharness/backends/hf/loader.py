@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalharness.core.errors import EvalHarnessError, ModelLoadError
 from evalharness.backends.hf import gguf
 from evalharness.backends.prompt_fitting import load_tokenizer
+from evalharness.core.errors import EvalHarnessError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
