@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -40,6 +41,7 @@ def _degrade(run: Path, out: Path, flips: int) -> Path:
     (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     results = json.loads((out / "results.json").read_text())
     results["tasks"]["mmlu"]["metrics"]["acc"]["value"] = sum(s["metrics"]["acc"] for s in samples) / len(samples)
+    results["samples_sha256"] = hashlib.sha256((out / "samples.jsonl").read_bytes()).hexdigest()  # the pair, re-committed
     (out / "results.json").write_text(json.dumps(results))
     return out
 

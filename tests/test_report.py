@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -194,6 +195,9 @@ def html_report(tiny_run, tmp_path_factory) -> Path:
     target["output"] = f"The answer is {PAYLOAD}</pre><img src=x onerror=\"document.title='img'\">"
     target["prompt"] = f"Q: </textarea>{PAYLOAD}\nA:"
     (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples), "utf-8")
+    results = json.loads((run / "results.json").read_text("utf-8"))  # re-commit the edited pair
+    results["samples_sha256"] = hashlib.sha256((run / "samples.jsonl").read_bytes()).hexdigest()
+    (run / "results.json").write_text(json.dumps(results), "utf-8")
     output = folder / "report.html"
     assert report_main(["report", str(run), "--format", "html", "--output", str(output)]) == 0
     return output
