@@ -21,7 +21,7 @@ from typing import Any
 
 from evalharness.core.task import Doc, register_task
 from evalharness.data.datasets import Dataset, Fewshot, JsonLines
-from evalharness.shapes.short_answer import ShortAnswer
+from evalharness.shapes.short_answer import ClosedBookQA
 
 DEV = Dataset("google-research-datasets/nq_open", "nq_open", "validation",
               JsonLines({"validation": "nq_open/NQ-open.dev.jsonl"}, ("question", "answer")))
@@ -30,20 +30,13 @@ TRAIN = Dataset("google-research-datasets/nq_open", "nq_open", "train",
 
 
 @register_task
-class NaturalQuestionsOpen(ShortAnswer):
+class NaturalQuestionsOpen(ClosedBookQA):
     name = "nq_open"
     version = "1.0"
     template = "nq_open/qa.jinja"
     dataset = DEV
     fewshot = Fewshot("train", "first_n", TRAIN, note="offline: the first 5 of DPR's held-out NQ-open train"
                                                       " questions; online: the hub's train split")
-    default_fewshot = 5
-    fewshot_delimiter = "\n"
-    stop = ("\n",)
-    defaults = {"samples": 1, "max_new_tokens": 32, "pass_at": 0}
-
-    def description(self, subtask: str) -> str:
-        return "Answer these questions:\n"
 
     def record_to_doc(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
         answers = record["answer"]

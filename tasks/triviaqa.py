@@ -23,7 +23,7 @@ from typing import Any
 from evalharness.core.task import Doc, register_task
 from evalharness.data.datasets import Dataset, Fewshot, JsonLines
 from evalharness.shapes.answer_extraction import normalize_text
-from evalharness.shapes.short_answer import ShortAnswer
+from evalharness.shapes.short_answer import ClosedBookQA
 
 HUB = ("mandarjoshi/trivia_qa", "rc.wikipedia.nocontext")
 VALIDATION = Dataset(*HUB, "validation", JsonLines(
@@ -41,7 +41,7 @@ def typical_alias(aliases: Sequence[str]) -> str:
 
 
 @register_task
-class TriviaQA(ShortAnswer):
+class TriviaQA(ClosedBookQA):
     name = "triviaqa"
     version = "1.0"
     template = "triviaqa/qa.jinja"
@@ -49,13 +49,6 @@ class TriviaQA(ShortAnswer):
     fewshot = Fewshot("train", "first_n", TRAIN,
                       note="offline: the first 5 of DPR's held-out unfiltered-train questions, shown with their most"
                            " typical alias; online: the hub's rc.wikipedia.nocontext train split")
-    default_fewshot = 5
-    fewshot_delimiter = "\n"
-    stop = ("\n",)
-    defaults = {"samples": 1, "max_new_tokens": 32, "pass_at": 0}
-
-    def description(self, subtask: str) -> str:
-        return "Answer these questions:\n"
 
     def record_to_doc(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
         if not isinstance(record["question"], str):

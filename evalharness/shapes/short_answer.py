@@ -88,3 +88,16 @@ class ShortAnswer(GeneratingTask):
             metrics=metrics,
             extra={"extracted": extracted} if named else {},
         )
+
+
+class ClosedBookQA(ShortAnswer):
+    """The Llama papers' closed-book QA (NaturalQuestions, TriviaQA): "Answer these questions:",
+    then one "Q: …\\nA: …" per line, greedy until a newline, exact match over the aliases."""
+
+    default_fewshot: ClassVar[int] = 5
+    fewshot_delimiter: ClassVar[str] = "\n"
+    stop: ClassVar[tuple[str, ...]] = ("\n",)
+    defaults: ClassVar[Mapping[str, Any]] = {"samples": 1, "max_new_tokens": 32, "pass_at": 0}
+
+    def description(self, subtask: str) -> str:
+        return "Answer these questions:\n"
