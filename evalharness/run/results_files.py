@@ -23,6 +23,7 @@ from typing import Any
 
 from evalharness.core.averages import MetricValue
 from evalharness.core.errors import DataError, EvalHarnessError
+from evalharness.data.source import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,6 @@ def write_run(output_dir: Path, results: Mapping[str, Any], samples: Iterable[Ma
     )
     committed = {**_clean(dict(results)), SAMPLES_HASH_FIELD: samples_sha256}
     atomic_write(output_dir / "results.json", [json.dumps(committed, indent=2) + "\n"])
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_samples(run_dir: str | os.PathLike[str]) -> bool:
