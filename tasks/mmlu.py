@@ -5,6 +5,11 @@ same exemplars for every question of the subject. The model scores " A", " B", "
 continuations of "Answer:"; the prediction is the most likely letter. The card's number is the
 question-weighted (micro) mean over all 14,042 test questions; the Open LLM Leaderboard's is the
 unweighted mean over the 57 subjects. Categories follow lm-eval's mapping (anatomy is STEM).
+
+Two spellings are options, since either may be the card's (README, "MMLU as the card measures
+it"): ``strip_questions`` (lm-eval strips each question; the Hendrycks code and this default do
+not) and ``hendrycks_header`` (the Hendrycks code's "about  {subject}" with two spaces; lm-eval
+and this default have one).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from evalharness.core.averages import mean_of_means, mean_with_stderr, per_document_metrics
 from evalharness.core.task import Doc, Outcome, TaskResult, register_task
 from evalharness.data.datasets import CsvRows, Dataset, Fewshot
+from evalharness.shapes.generating import option_flag
 from evalharness.shapes.multiple_choice import MultipleChoice
 
 LETTERS = ("A", "B", "C", "D")
@@ -68,6 +74,12 @@ class MMLU(MultipleChoice):
     default_fewshot = 5
     metrics = ("acc",)
     labelled_output = True  # samples log {"A": ll, …} and the letters
+    defaults = {"strip_questions": False, "hendrycks_header": False}
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        for key in self.defaults:
+            self.options[key] = option_flag(self, key)
 
     def subtasks(self) -> list[str]:
         return [f"mmlu_{subject}" for subject in SUBJECTS]
@@ -77,7 +89,13 @@ class MMLU(MultipleChoice):
 
     def description(self, subtask: str) -> str:
         topic = subject_of(subtask).replace("_", " ")
-        return f"The following are multiple choice questions (with answers) about {topic}.\n\n"
+        about = "about  " if self.options["hendrycks_header"] else "about "  # format_subject's leading space
+        return f"The following are multiple choice questions (with answers) {about}{topic}.\n\n"
+
+    def template_vars(self, doc: Doc) -> Mapping[str, Any]:
+        if self.options["strip_questions"]:
+            return {**doc.fields, "question": doc.fields["question"].strip()}
+        return doc.fields
 
     def choices(self, doc: Doc) -> Sequence[str]:
         return LETTERS  # the model scores " A" … " D" after "Answer:"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from evalharness.core.errors import EvalHarnessError
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.task_selection import resolve
 from evalharness.data.source import DataSource
@@ -25,8 +28,8 @@ EXPECTED_FIRST_ABSTRACT_ALGEBRA = (
 )
 
 
-def _prompt(subtask: str, doc_id: int, shots: int = 5):
-    (selection,) = resolve([subtask])
+def _prompt(subtask: str, doc_id: int, shots: int = 5, **options: object):
+    (selection,) = resolve([subtask], options)
     task, data = selection.task, DataSource(DATA)
     doc = task.documents(data, subtask)[doc_id]
     pool = task.fewshot_pool(data, subtask)
@@ -39,6 +42,25 @@ def test_first_abstract_algebra_prompt_is_exact():
     assert prompt.shots == (0, 1, 2, 3, 4)
     # The protected tail is exactly the test question.
     assert prompt.text[-prompt.document_chars :].startswith("Find the degree")
+
+
+def test_spelling_options_give_lm_evals_and_hendrycks_prompts():
+    # world_religions' questions start with a space in the CSV: kept by default (as the Hendrycks
+    # code does), stripped by lm-eval; the header's double space is the Hendrycks code's.
+    _, _, default = _prompt("mmlu_world_religions", 0)
+    assert "religions.\n\n What is the sign" in default.text
+    _, _, stripped = _prompt("mmlu_world_religions", 0, strip_questions="true")
+    assert "religions.\n\nWhat is the sign" in stripped.text
+    assert "\n\n " not in stripped.text
+    task, _, hendrycks = _prompt("mmlu_world_religions", 0, hendrycks_header=True)
+    assert hendrycks.text.startswith("The following are multiple choice questions (with answers) about  world religions.\n\n")
+    assert hendrycks.text.replace("about  world", "about world", 1) == default.text
+    assert task.config()["options"] == {"strip_questions": False, "hendrycks_header": True}
+
+
+def test_spelling_option_is_checked():
+    with pytest.raises(EvalHarnessError, match="strip_questions='maybe'"):
+        _prompt("mmlu_anatomy", 0, strip_questions="maybe")
 
 
 def test_literal_none_option_stays_text():
