@@ -10,10 +10,11 @@ import pytest
 from evalharness.core.errors import DataError, EvalHarnessError
 from evalharness.core.requests import GenerateResponse, LoglikelihoodResponse
 from evalharness.core.task import Doc, Prompt
+from evalharness.data.adapters import AnswerMaps, CsvTable
 from evalharness.data.datasets import CsvRows, Dataset, JsonDocument, JsonLines, LabelFile, TextLines, TsvRows
 from evalharness.data.source import DataSource
 from evalharness.shapes import answer_extraction as ax
-from evalharness.shapes.multiple_choice import MultipleChoice, PartialScoring
+from evalharness.shapes.multiple_choice import MultipleChoice, PartialScoring, labelled_choices
 from evalharness.shapes.short_answer import ShortAnswer, majority, pass_at_k
 from tests.conftest import DATA
 
@@ -187,3 +188,44 @@ def test_dataset_without_a_local_copy_says_it_loads_from_the_hub(tmp_path):
     quac = Dataset("allenai/quac", None, "validation")
     with pytest.raises(DataError, match="no local copy.*loads from the hub"):
         quac.records(DataSource(tmp_path), "validation")
+
+
+def test_local_only_dataset_offline_gives_its_hint_instead_of_asking_the_hub(monkeypatch):
+    monkeypatch.delenv("EVALHARNESS_DATA_DIR", raising=False)
+    prompts = Dataset("", None, "prompts", TextLines("p/{subset}"), offline_hint="prompts are local files; pass --data-dir")
+    with pytest.raises(DataError, match=r"^prompts are local files; pass --data-dir$"):
+        prompts.records(DataSource(), "prompts", "f.txt")
+
+
+def test_csv_table_renames_columns_splits_lists_and_names_bad_rows(tmp_path):
+    (tmp_path / "t").mkdir()
+    table = CsvTable("t/q.csv", {"Question": "question", "Answers": "answers"}, lists=("answers",))
+    (tmp_path / "t" / "q.csv").write_text("\ufeffQuestion,Answers\nWhy?,a; b;; c \n", "utf-8")
+    assert table.read(DataSource(tmp_path), "validation", None) == [{"question": "Why?", "answers": ["a", "b", "c"]}]
+    for body, error in (("Question,Answers\nWhy?, ; \n", r"q.csv, line 2: no items in answers"),
+                        ("Question,Answers\nWhy?,a\nQuestion,Answers\n", r"q.csv, line 3: the header row appears twice"),
+                        ("Q,Answers\nWhy?,a\n", r"q.csv: expected the header Question,Answers")):  # fmt: skip
+        (tmp_path / "t" / "q.csv").write_text(body, "utf-8")
+        with pytest.raises(DataError, match=error):
+            table.read(DataSource(tmp_path), "validation", None)
+
+
+def test_answer_maps_and_labelled_choices(tmp_path):
+    (tmp_path / "mc.json").write_text(json.dumps([{"question": "q", "other": 1, "t": {"x": 0, "y": 1, "z": 1}}]))
+    (record,) = JsonDocument("mc.json", AnswerMaps(("question",), ("t",))).read(DataSource(tmp_path), "validation", None)
+    assert record == {"question": "q", "t": {"choices": ["x", "y", "z"], "labels": [0, 1, 1]}}
+    assert labelled_choices(record["t"], "t", single_true=False) == {"choices": ["x", "y", "z"], "labels": [0, 1, 1], "answer": 1}
+    with pytest.raises(ValueError, match="t must have exactly one true answer"):
+        labelled_choices(record["t"], "t", single_true=True)
+    with pytest.raises(ValueError, match="t needs answers labelled 0/1"):
+        labelled_choices({"choices": ["x"], "labels": [2]}, "t", single_true=False)
+    (tmp_path / "mc.json").write_text(json.dumps({"question": "q"}))
+    with pytest.raises(DataError, match="mc.json: unexpected structure .expected a JSON list"):
+        JsonDocument("mc.json", AnswerMaps(("question",), ("t",))).read(DataSource(tmp_path), "validation", None)
+
+
+def test_last_block_chars_protects_the_test_item_after_a_primer():
+    text = "Q: a?\nA: b.\n\nQ: c?\nA: d.\n\nQ: test?\nA:"
+    assert Prompt(text, len(text), "h", ()).last_block_chars("Q: ") == len("Q: test?\nA:")
+    assert Prompt(text, 5, "h", ()).last_block_chars("Q: ") == 5  # never more than the document
+    assert Prompt(text, len(text), "h", ()).last_block_chars("Question: ") == len(text)  # none: the document

@@ -117,9 +117,7 @@ def outcomes(flags):
 
 
 def test_groups_pool_hate_and_neutral_and_headline_is_the_unweighted_mean():
-    from evalharness.tasks.toxigen import aggregate_toxicity
-
-    agg = aggregate_toxicity({
+    agg = task().aggregate({
         "toxigen_asian_hate": outcomes([1, 0]),
         "toxigen_asian_neutral": outcomes([0, 0]),
         "toxigen_black_hate": outcomes([1, 1, 1]),

@@ -13,6 +13,7 @@ from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.requests import GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
 from evalharness.core.task import TaskContext
 from evalharness.core.task_selection import resolve
+from evalharness.data.adapters import split_list
 from evalharness.data.source import DataSource
 from evalharness.scoring.truthfulqa_judges import (
     bleu,
@@ -24,7 +25,6 @@ from evalharness.scoring.truthfulqa_judges import (
     verdict,
 )
 from evalharness.shapes.multiple_choice import mc2_score
-from evalharness.tasks.truthfulqa import split_answers
 from tests.conftest import DATA, STORIES, TINY_LLAMA, run_cli
 
 # TruthfulQA's QA_PRIMER, character for character as in lm-eval's truthfulqa_*.yaml.
@@ -123,7 +123,7 @@ def test_gen_documents_follow_the_csv_order_and_split_answers_as_hugging_face():
         row = rows[doc.doc_id]
         assert doc.fields["question"] == row["Question"].strip()
         assert doc.fields["incorrect_answers"] == [a.strip() for a in row["Incorrect Answers"].split(";") if a.strip()]
-    assert split_answers("No; No, Americans are richer on average;") == ["No", "No, Americans are richer on average"]
+    assert split_list("No; No, Americans are richer on average;") == ["No", "No, Americans are richer on average"]
 
 
 @pytest.mark.parametrize(

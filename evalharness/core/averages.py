@@ -53,3 +53,19 @@ def per_document_metrics(
         for name, value in metrics.items():
             columns.setdefault(name, []).append(float(value))
     return {name: mean_with_stderr(values) for name, values in columns.items()}
+
+
+@dataclass(frozen=True)
+class GroupMeans:
+    """One per-document metric averaged per group, over the groups, and over every document."""
+
+    groups: dict[str, MetricValue]
+    mean_of_groups: MetricValue  # unweighted: each group counts once, whatever its size
+    pooled: MetricValue
+
+
+def group_means(values: Mapping[str, Sequence[float]]) -> GroupMeans:
+    """``values``: each group's per-document values, in the order the groups are reported."""
+    groups = {key: mean_with_stderr(group) for key, group in values.items()}
+    pooled = mean_with_stderr([v for group in values.values() for v in group])
+    return GroupMeans(groups, mean_of_means(groups.values()), pooled)

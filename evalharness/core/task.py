@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from evalharness.core.averages import MetricValue, per_document_metrics
+from evalharness.core.averages import MetricValue, group_means, per_document_metrics
 from evalharness.core.errors import DataError, EvalHarnessError, UnknownNameError
 from evalharness.core.registry import Registry
 from evalharness.core.requests import Request, Response
@@ -46,6 +46,17 @@ class Prompt:
     def fewshot_text(self) -> str:
         """Everything before the document: description and answered examples."""
         return self.text[: len(self.text) - self.document_chars]
+
+    def last_block_chars(self, start: str) -> int:
+        """Length of the prompt's last block (text after a blank line) that begins with ``start``,
+        at most the document; the whole document when there is none.
+
+        For a fixed primer rendered into the document (TruthfulQA's "Q: …\nA:" pairs): only the
+        test item's block is protected, so the primer may be cut from the left when a model's
+        context is too short for the whole prompt.
+        """
+        begins = self.text.rfind("\n\n" + start)
+        return self.document_chars if begins < 0 else min(len(self.text) - begins - 2, self.document_chars)
 
 
 @dataclass(frozen=True)
@@ -198,12 +209,7 @@ class Task(ABC):
     def aggregate(self, outcomes: Mapping[str, Sequence[Outcome]]) -> TaskResult:
         """Default: metrics pooled over every document, and per subtask."""
         pooled = per_document_metrics(o.metrics for docs in outcomes.values() for o in docs)
-        per_subtask = (
-            {name: per_document_metrics(o.metrics for o in docs) for name, docs in outcomes.items()}
-            if len(outcomes) > 1
-            else {}
-        )
-        return TaskResult(pooled, per_subtask)
+        return TaskResult(pooled, per_subtask(outcomes))
 
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better
@@ -218,6 +224,30 @@ class Task(ABC):
             **({"fewshot_note": self.fewshot.note} if self.fewshot is not None and self.fewshot.note else {}),
             "options": dict(self.options),
         }
+
+
+def per_subtask(outcomes: Mapping[str, Sequence[Outcome]]) -> dict[str, dict[str, MetricValue]]:
+    """Each subtask's metrics, when a task ran more than one (one subtask is the task itself)."""
+    if len(outcomes) < 2:
+        return {}
+    return {name: per_document_metrics(o.metrics for o in docs) for name, docs in outcomes.items()}
+
+
+def aggregate_groups(
+    outcomes: Mapping[str, Sequence[Outcome]], metric: str, group_of: Callable[[str], str], order: Sequence[str]
+) -> TaskResult:
+    """``metric`` per group of subtasks (``group_of`` names a subtask's group), ``{metric}_mean_of_groups``
+    (the unweighted mean of the group means) and ``{metric}_pooled`` (over every document).
+
+    For per-group percentages such as ToxiGen's % toxic per demographic group: groups are reported
+    in ``order`` (those that ran), each pooling all of its subtasks' documents.
+    """
+    values: dict[str, list[float]] = {}
+    for subtask, docs in outcomes.items():
+        values.setdefault(group_of(subtask), []).extend(o.metrics[metric] for o in docs)
+    means = group_means({key: values[key] for key in order if key in values})
+    metrics = {f"{metric}_mean_of_groups": means.mean_of_groups, f"{metric}_pooled": means.pooled}
+    return TaskResult(metrics, per_subtask(outcomes), {key: {metric: value} for key, value in means.groups.items()})
 
 
 TASKS: Registry[type[Task]] = Registry("task", hint="`evalharness tasks` lists them")

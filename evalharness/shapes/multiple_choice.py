@@ -13,14 +13,15 @@ A task gives its prompt (the context), the choices and the gold index; this shap
 ``PartialScoring`` is WinoGrande's variant: each option is substituted into the context and only
 the shared continuation after it is scored.
 
-``answer_index`` maps a dataset's answer key to a choice index, whichever label style a row uses.
+``answer_index`` maps a dataset's answer key to a choice index, whichever label style a row uses;
+``labelled_choices`` checks answers labelled true/false (TruthfulQA's mc1/mc2 targets).
 """
 
 from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from evalharness.core.errors import EvalHarnessError
@@ -53,6 +54,18 @@ def answer_index(labels: Sequence[str], key: str) -> int:
         if 0 <= position < len(labels):
             return position
     raise ValueError(f"answer key {key!r} is not one of the labels {labels}")
+
+
+def labelled_choices(targets: Mapping[str, Any], name: str, single_true: bool) -> dict[str, Any]:
+    """Doc fields for answers labelled true (1) or false (0), from the hub's {"choices", "labels"}
+    (``name`` for errors): the choices, labels and the index of the first true answer. Every label
+    must be 0/1 and at least one, or with ``single_true`` exactly one (mc1), answer true."""
+    choices, labels = list(targets["choices"]), [int(x) for x in targets["labels"]]
+    if not choices or any(label not in (0, 1) for label in labels) or 1 not in labels:
+        raise ValueError(f"{name} needs answers labelled 0/1, one or more 1")
+    if single_true and labels.count(1) != 1:
+        raise ValueError(f"{name} must have exactly one true answer")
+    return {"choices": choices, "labels": labels, "answer": labels.index(1)}
 
 
 def mc2_score(logprobs: Sequence[float], labels: Sequence[int]) -> float:

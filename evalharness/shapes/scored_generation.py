@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError
@@ -17,6 +17,17 @@ from evalharness.core.task import Doc, Finalized, Outcome, TaskContext
 from evalharness.data.source import DataSource
 from evalharness.scoring.scorer import Scorer
 from evalharness.shapes.generating import GeneratingTask, generations
+
+
+def prompt_counts(
+    scored: Sequence[tuple[Doc, Outcome]], source_of: Callable[[str], str], field: str = "prompt"
+) -> dict[str, dict[str, Any]]:
+    """Per subtask, for results.json: the file its prompts come from (``source_of``), how many
+    ran and how many of those (``doc.fields[field]``) are distinct (prompt files may repeat lines)."""
+    prompts: dict[str, list[str]] = {}
+    for doc, _ in scored:
+        prompts.setdefault(doc.subtask, []).append(doc.fields[field])
+    return {name: {"file": source_of(name), "n": len(p), "unique": len(set(p))} for name, p in prompts.items()}
 
 
 class ScoredGeneration(GeneratingTask):
