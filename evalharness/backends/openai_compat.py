@@ -6,13 +6,19 @@
   so the echoed log-probabilities line up with our tokens one to one; a BOS the server adds in
   front is detected and skipped.
 - Generation: ``/v1/completions`` with the token ids, stop strings and the request's sampling
-  settings (temperature, top_p, top_k, seed, max_tokens, ignore_eos).
+  settings (temperature, top_p, top_k, seed, max_tokens, ignore_eos). A chat-templated request
+  (--apply-chat-template) goes to ``/v1/chat/completions`` with its messages and the same
+  settings, so the server applies its own template; one whose prompt overflows the context goes
+  as the locally rendered, truncated ids instead (a chat message cannot be cut). Log-likelihood
+  stays on ``/v1/completions`` with the local rendering: the chat API returns no prompt logprobs.
+- Tokens: ``--tokenizer``; else the server's own ``/tokenize`` (``server_tokenizer``); else a
+  local folder named by the served model or its root.
 - Requests run concurrently (``concurrency`` threads), spread round robin over every base URL
   (replicas of one model), with retries, backoff and failover (``openai_http``).
 
 Identical prompts share one call; distinct prompts go ``batch_size`` to a call. The server
-decides device and dtype, so the fingerprint holds the served model id, the tokenizer and the
-context length, never the URLs: any replica answers for the same model.
+decides device and dtype, so the fingerprint holds the served model (id and root), the tokenizer
+and the context length, never the URLs: any replica answers for the same model.
 """
 
 from __future__ import annotations
@@ -21,18 +27,18 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from evalharness.backends.openai_http import ServerPool, Unreachable, normalise_urls
+from evalharness.backends.openai_http import ServerError, ServerPool, Unreachable, normalise_urls
 from evalharness.backends.prompt_fitting import Encoder, Window, load_tokenizer
 from evalharness.backends.protocol import Resume
 from evalharness.backends.registry import register_backend
+from evalharness.backends.remote_jobs import Job, chunks, run_jobs
+from evalharness.backends.server_tokenizer import ServerEncoder
 from evalharness.core.errors import EvalHarnessError, ModelLoadError
-from evalharness.core.progress import progress_bar
 from evalharness.core.requests import (
     GenerateRequest,
     GenerateResponse,
@@ -41,9 +47,6 @@ from evalharness.core.requests import (
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,12 @@ class OpenAIBackend:
         self.model = model
         self.pool = ServerPool(normalise_urls(base_urls), timeout_s, max_retries, api_key=api_key)
         self.served = find_model(self.pool, model)
-        self.tokenizer, self.tokenizer_source = self._load_tokenizer(tokenizer, trust_remote_code)
-        self.encoder = Encoder(self.tokenizer)
+        self.concurrency = concurrency
+        self.encoder, self.tokenizer_source = self._load_encoder(tokenizer, trust_remote_code)
+        self.tokenizer = self.encoder.tokenizer  # None with the server's /tokenize
         limit = getattr(self.tokenizer, "model_max_length", None)
         guess = self.served.max_model_len or (limit if limit and limit < 1_000_000 else 2048)
         self.max_length = int(max_length or guess)
-        self.concurrency = concurrency
         self.batch_size = batch_size
         self._tokenizer_lock = threading.Lock()
         log.info(
@@ -124,47 +127,27 @@ class OpenAIBackend:
             model, ", ".join(self.pool.urls), self.tokenizer_source, self.max_length,
         )
 
-    def _load_tokenizer(self, path: str | None, trust_remote_code: bool) -> tuple[Any, str]:
-        candidates = [path] if path else [c for c in (self.model, self.served.root) if c and Path(c).is_dir()]
-        for candidate in candidates:
+    def _load_encoder(self, path: str | None, trust_remote_code: bool) -> tuple[Encoder, str]:
+        """--tokenizer; else the server's /tokenize (its own tokenizer, whatever folders exist
+        here); else a local folder named by the served model or its root."""
+        if path:
             try:
-                return load_tokenizer(candidate, trust_remote_code=trust_remote_code), candidate
+                return Encoder(load_tokenizer(path, trust_remote_code=trust_remote_code)), path
             except (OSError, ValueError) as exc:
-                if path:
-                    raise ModelLoadError(f"cannot load the tokenizer {path!r}: {exc}") from None
-        raise ModelLoadError(
-            f"no local tokenizer for {self.model!r}: pass --tokenizer PATH (the model's folder or hub id)"
-        )
-
-    # -- concurrency ---------------------------------------------------------------------------
-
-    def _run(
-        self,
-        jobs: Sequence[tuple[list[int], Callable[[], list[R]]]],
-        resume: Resume[R],
-        total: int,
-        desc: str,
-    ) -> dict[int, R]:
-        """Runs ``(indices, job)`` pairs on the pool; reports each finished job in this thread."""
-        results: dict[int, R] = {}
-        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai")
-        with progress_bar(total=total, desc=desc, unit="req") as bar:
-            pending: dict[Future[list[R]], list[int]] = {executor.submit(job): idx for idx, job in jobs}
+                raise ModelLoadError(f"cannot load the tokenizer {path!r}: {exc}") from None
+        try:
+            return ServerEncoder(self.pool, self.model, self.concurrency), "server /tokenize"
+        except (ServerError, Unreachable) as exc:
+            why = str(exc)
+        for candidate in (c for c in (self.model, self.served.root) if c and Path(c).is_dir()):
             try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        indices = pending.pop(future)
-                        responses = future.result()
-                        results.update(zip(indices, responses, strict=True))
-                        resume.finished(indices, responses)
-                        bar.update(len(indices))
-            except BaseException:
-                # An error or Ctrl-C: queued calls are dropped, calls in flight are not waited for.
-                executor.shutdown(wait=False, cancel_futures=True)
-                raise
-        executor.shutdown()
-        return results
+                return Encoder(load_tokenizer(candidate, trust_remote_code=trust_remote_code)), candidate
+            except (OSError, ValueError):
+                continue
+        raise ModelLoadError(
+            f"no tokenizer for {self.model!r}: the server does not tokenize ({why}) and no --tokenizer "
+            "was given: pass --tokenizer PATH (the model's folder or hub id)"
+        )
 
     # -- log-likelihood -------------------------------------------------------------------------
 
@@ -238,11 +221,11 @@ class OpenAIBackend:
 
             return run
 
-        jobs = []
-        for chunk in _chunks(keys, self.batch_size):
+        jobs: list[Job[LoglikelihoodResponse]] = []
+        for chunk in chunks(keys, self.batch_size):
             jobs.append(([i for key in chunk for i in members[key]], job(chunk)))
         results = dict(resume.done)
-        results.update(self._run(jobs, resume, sum(len(j[0]) for j in jobs), "loglikelihood"))
+        results.update(run_jobs(jobs, resume, self.concurrency, "loglikelihood"))
         return [results[i] for i in range(len(requests))]
 
     # -- generation -----------------------------------------------------------------------------
@@ -259,7 +242,7 @@ class OpenAIBackend:
     def _generate_one(self, request: GenerateRequest, window: Window) -> GenerateResponse:
         sampling = request.sampling
         payload: dict[str, Any] = {
-            "model": self.model, "prompt": list(window.ids), "max_tokens": sampling.max_new_tokens,
+            "model": self.model, "max_tokens": sampling.max_new_tokens,
             "temperature": 0.0 if sampling.greedy else sampling.temperature,
         }  # fmt: skip
         if not sampling.greedy:
@@ -271,9 +254,16 @@ class OpenAIBackend:
             payload["stop"] = stops
         if sampling.ignore_eos:
             payload["ignore_eos"] = True
-        reply = self.pool.call("/v1/completions", payload)
-        choice = (reply.get("choices") or [{}])[0]
-        text = str(choice.get("text") or "")
+        if request.messages and not window.truncated:
+            payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            reply = self.pool.call("/v1/chat/completions", payload)
+            choice = (reply.get("choices") or [{}])[0]
+            text = str((choice.get("message") or {}).get("content") or "")
+        else:
+            payload["prompt"] = list(window.ids)
+            reply = self.pool.call("/v1/completions", payload)
+            choice = (reply.get("choices") or [{}])[0]
+            text = str(choice.get("text") or "")
         reason = choice.get("finish_reason")
         if reason == "length":
             finish = "length"
@@ -302,27 +292,32 @@ class OpenAIBackend:
             return lambda: [self._generate_one(requests[i], windows[i])]
 
         results = dict(resume.done)
-        results.update(self._run([([i], job(i)) for i in todo], resume, len(todo), "generate"))
+        results.update(run_jobs([([i], job(i)) for i in todo], resume, self.concurrency, "generate"))
         return [results[i] for i in range(len(requests))]
 
     # -- identity -------------------------------------------------------------------------------
 
     def chat_tokenizer(self) -> Any:
-        """--apply-chat-template renders the chat template here, then sends plain completions."""
+        """--apply-chat-template renders the template here too: log-likelihood prompts and prompt
+        fitting use the local rendering, generation sends the messages to the chat API."""
+        if self.tokenizer is None:
+            raise EvalHarnessError(
+                "--apply-chat-template with the openai backend needs the model's tokenizer (its chat "
+                "template renders the log-likelihood prompts): pass --tokenizer PATH"
+            )
         return self.tokenizer
 
     def fingerprint(self) -> dict[str, Any]:
+        encoder = self.encoder
+        tokenizer = encoder.identity if isinstance(encoder, ServerEncoder) else _tokenizer_identity(self.tokenizer)
         return {
             "backend": "openai",
             "model": self.model,
-            "tokenizer": _tokenizer_identity(self.tokenizer),
+            # "model" is left out of the cache key; two models may share a tokenizer (7B and 13B).
+            "served": {"id": self.served.id, "root": self.served.root},
+            "tokenizer": tokenizer,
             "max_length": self.max_length,
         }
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterable[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 OPENAI_OPTIONS = frozenset(

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalharness.core.errors import EvalHarnessError
@@ -29,12 +29,19 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 class ServerError(EvalHarnessError):
     """A server answered with an error the harness cannot fix by retrying."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status (401: a refused key)
+
 
 class Unreachable(EvalHarnessError):
     """No replica answered within the retries."""
 
 
-def normalise_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
+def normalise_urls(
+    urls: str | Sequence[str],
+    missing: str = "the openai backend needs --base-url URL[,URL...] (e.g. http://127.0.0.1:8000)",
+) -> tuple[str, ...]:
     """``http://h:p``, ``http://h:p/v1`` or a comma-separated list → base URLs without ``/v1``."""
     items = urls.split(",") if isinstance(urls, str) else list(urls)
     out = []
@@ -46,7 +53,7 @@ def normalise_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
             url = "http://" + url
         out.append(url.removesuffix("/v1"))
     if not out:
-        raise EvalHarnessError("the openai backend needs --base-url URL[,URL...] (e.g. http://127.0.0.1:8000)")
+        raise EvalHarnessError(missing)
     return tuple(dict.fromkeys(out))
 
 
@@ -71,13 +78,15 @@ class ServerPool:
         backoff_s: float = 0.5,
         cooldown_s: float = 5.0,
         api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.urls = tuple(urls)
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.cooldown_s = cooldown_s
-        self.api_key = api_key
+        self.api_key = api_key  # sent as a bearer token, never logged
+        self.headers = dict(headers or {})
         self._lock = threading.Lock()
         self._next = 0
         self._down_until: dict[str, float] = {}
@@ -111,7 +120,7 @@ class ServerPool:
     ) -> Any:
         """One HTTP call to one replica, no retries: the decoded JSON, or an exception."""
         data = None if payload is None else json.dumps(payload).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         req = urllib.request.Request(url + path, data=data, headers=headers, method="GET" if data is None else "POST")
@@ -129,7 +138,7 @@ class ServerPool:
             except urllib.error.HTTPError as exc:
                 message = _message(exc.read())
                 if exc.code not in RETRY_STATUS:
-                    raise ServerError(f"{url}{path} answered {exc.code}: {message}") from None
+                    raise ServerError(f"{url}{path} answered {exc.code}: {message}", exc.code) from None
                 last = f"{url}{path} answered {exc.code}: {message}"
             except OSError as exc:  # URLError, connection refused or reset, timeouts
                 reason = getattr(exc, "reason", exc)

@@ -44,6 +44,14 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def prefix_ids_of(with_special: Sequence[int], without: Sequence[int]) -> tuple[int, ...]:
+    """The tokens a tokenizer puts before the text (BOS): ``"a"`` encoded with and without them."""
+    for start in range(len(with_special) - len(without) + 1):
+        if list(with_special[start : start + len(without)]) == list(without):
+            return tuple(int(t) for t in with_special[:start])
+    return ()
+
+
 @dataclass(frozen=True)
 class EncodedContext:
     """Token ids of a context, and where the test document's own part starts in them."""
@@ -66,26 +74,24 @@ class Encoder:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.prefix_ids = self._detect_prefix_ids()
-        if not self.prefix_ids and tokenizer.eos_token_id is None:
+        prefix = prefix_ids_of(
+            tokenizer("a", add_special_tokens=True)["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
+        )
+        if not prefix and tokenizer.eos_token_id is None:
             raise EvalHarnessError("tokenizer has neither a BOS nor an EOS token to start a prompt")
+        self._setup(prefix, tokenizer.eos_token_id, len(tokenizer))
+
+    def _setup(self, prefix_ids: tuple[int, ...], eos_token_id: int | None, vocab_size: int) -> None:
         # Tokens the model reads before any text: BOS where the tokenizer adds one (Llama), none
         # otherwise (GPT-2-style BPE, e.g. SmolLM2). An empty context still needs one token to
         # condition on, and then gets EOS, as lm-eval does.
-        self.start_ids = self.prefix_ids
-        self.empty_context_ids = self.prefix_ids or (int(tokenizer.eos_token_id),)
+        self.prefix_ids = prefix_ids
+        self.start_ids = prefix_ids
+        self.empty_context_ids = prefix_ids or (() if eos_token_id is None else (int(eos_token_id),))
         self._memo: dict[str, tuple[int, ...]] = {}
         # Token tuples share one int object per id: 8 bytes per token instead of 36, which is
         # the difference between 1 and 9 GB of RAM on the full MMLU.
-        self._ints = list(range(len(tokenizer) + 1024))
-
-    def _detect_prefix_ids(self) -> tuple[int, ...]:
-        with_special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        without = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        for start in range(len(with_special) - len(without) + 1):
-            if with_special[start : start + len(without)] == without:
-                return tuple(int(t) for t in with_special[:start])
-        return ()
+        self._ints = list(range(vocab_size + 1024))
 
     def encode_many(self, texts: Sequence[str]) -> list[tuple[int, ...]]:
         """Encode without special tokens, in batched calls for the strings not seen yet."""
@@ -105,6 +111,15 @@ class Encoder:
             return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
         return list(self.tokenizer(texts, add_special_tokens=False)["input_ids"])
 
+    def _start(self, empty: bool) -> tuple[int, ...]:
+        """The tokens before a context's text; an empty context needs one to condition on."""
+        if empty and not self.empty_context_ids:
+            raise EvalHarnessError(
+                "an empty context needs the model's EOS token id, which the server's /tokenize does not "
+                "tell: pass --tokenizer"
+            )
+        return self.empty_context_ids if empty else self.start_ids
+
     def forget(self) -> None:
         """Drop memoised encodings once a request list is prepared."""
         self._memo.clear()
@@ -112,7 +127,7 @@ class Encoder:
     def encode_context(self, context: str, protected_chars: int) -> EncodedContext:
         ids, head = self.encode_many([context, context[: len(context) - protected_chars]])
         boundary = common_prefix_len(ids, head) if protected_chars else len(ids)
-        start = self.start_ids if ids else self.empty_context_ids
+        start = self._start(empty=not ids)
         return EncodedContext(start + ids, len(start) + boundary)
 
     def encode_pair(
@@ -132,7 +147,7 @@ class Encoder:
             raise EvalHarnessError(f"continuation {continuation!r} encodes to no tokens")
         split = min(common_prefix_len(whole, ctx_ids), len(whole) - 1)
         boundary = min(common_prefix_len(ctx_ids, head), split) if protected_chars else split
-        start = self.start_ids if split else self.empty_context_ids
+        start = self._start(empty=not split)
         return EncodedContext(start + whole[:split], len(start) + boundary), whole[split:]
 
     def fit(self, context: EncodedContext, budget: int) -> Window:

@@ -18,6 +18,7 @@ from evalharness.core.requests import (
     GenerateResponse,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
+    Request,
 )
 
 R = TypeVar("R")
@@ -63,4 +64,15 @@ class ChatFormatting(Protocol):
 
     def chat_tokenizer(self) -> Any:
         """The tokenizer whose chat template wraps prompts (--apply-chat-template)."""
+        ...
+
+
+@runtime_checkable
+class RequestLimits(Protocol):
+    """A backend that cannot answer every request (an endpoint without log-probabilities)."""
+
+    def refusal(self, task: str, request: Request) -> str | None:
+        """Why ``task``'s ``request`` cannot be answered, in one line; None when it can.
+
+        Asked of every planned request before any is sent."""
         ...

@@ -65,5 +65,6 @@ def build_backend(name: str, model: str, options: Mapping[str, Any]) -> Backend:
 
 def _load_builtin() -> None:
     """Import the built-in backends, each registering itself (imported lazily: torch is heavy)."""
+    import evalharness.backends.endpoint  # noqa: F401
     import evalharness.backends.hf.backend  # noqa: F401
     import evalharness.backends.openai_compat  # noqa: F401

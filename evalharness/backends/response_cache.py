@@ -64,6 +64,8 @@ def fingerprint_key(fingerprint: Mapping[str, Any]) -> str:
 
 def request_key(model_key: str, request: Request) -> str:
     payload = {"model": model_key, "type": type(request).__name__, **dataclasses.asdict(request)}
+    if not payload.get("messages"):
+        payload.pop("messages", None)  # keys written before chat messages existed stay valid
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -94,8 +94,9 @@ def build_parser() -> OneLineParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="evaluate a model on tasks")
-    run.add_argument("--model", required=True, type=non_empty, help="local model folder or Hugging Face Hub id")
-    run.add_argument("--backend", help="hf (default: Hugging Face transformers in this process)")
+    run.add_argument("--model", required=True, type=non_empty,
+                     help="local model folder or Hugging Face Hub id; openai:<served-name>; endpoint:<scoring-url>")
+    run.add_argument("--backend", help="hf (default: Hugging Face transformers in this process), openai or endpoint")
     run.add_argument("--dry-run", action="store_true",
                      help="plan only: documents, requests, prompt tokens, truncation and the first prompt per task")
     run.add_argument("--tasks", required=True, help="comma-separated task or subtask names")
@@ -108,7 +109,7 @@ def build_parser() -> OneLineParser:
     run.add_argument("--data-dir", type=non_empty, help="local data root (default: $EVALHARNESS_DATA_DIR, else the hub)")
     run.add_argument("--output", type=non_empty, help="results directory (default: runs/<model>-<time>)")
     run.add_argument("--no-log-prompts", action="store_true", help="leave prompts out of samples.jsonl")
-    run.add_argument("--model-args", default="", help="k=v,... passed to the model loader")
+    run.add_argument("--model-args", default="", help="k=v,... passed to the model loader (endpoint: key_env=VAR, deployment=NAME)")
     run.add_argument("--gen-kwargs", default="", help="k=v,... generation settings for every task, or task:k=v for one task")
     run.add_argument("--task-args", default="", help="k=v,... task options, e.g. samples=8 (gsm8k maj@8)")
     run.add_argument("--cache", type=non_empty, help="response cache file (default: $EVALHARNESS_CACHE, else ~/.cache/evalharness/responses.sqlite)")
@@ -119,7 +120,7 @@ def build_parser() -> OneLineParser:
     run.add_argument("--max-length", type=positive_int, help="override the model's context length")
     run.add_argument("--base-url", help="openai backend: server URL(s), comma-separated replicas of one model")
     run.add_argument("--tokenizer", help="openai backend: the served model's tokenizer (folder or hub id)")
-    run.add_argument("--concurrency", type=positive_int, help="openai backend: requests in flight (default 8)")
+    run.add_argument("--concurrency", type=positive_int, help="openai and endpoint backends: requests in flight (default 8)")
 
     tasks_command.add_parser(commands)
     gate_cli.add_parser(commands)
@@ -149,12 +150,14 @@ def cache_path(args: argparse.Namespace) -> str | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evalharness.backends.hf.loader import validate_model_args
-    from evalharness.backends.registry import split_model
+    from evalharness.backends.registry import DEFAULT_BACKEND, split_model
     from evalharness.run.runner import run
     from evalharness.run.settings import ModelSpec, RunConfig
 
     model_args = parse_kv(args.model_args, "--model-args")
-    validate_model_args(model_args)  # before data and model load
+    backend, model_id = split_model(args.model, args.backend)
+    if backend == DEFAULT_BACKEND:
+        validate_model_args(model_args)  # before data and model load; other backends check their own
 
     config = RunConfig(
         tasks=tuple(t for t in args.tasks.split(",") if t.strip()),
@@ -170,7 +173,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         apply_chat_template=args.apply_chat_template,
         cache_path=cache_path(args),
     )
-    backend, model_id = split_model(args.model, args.backend)
     options = {
         "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
         "model_args": model_args, "max_length": args.max_length,

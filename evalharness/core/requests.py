@@ -66,13 +66,25 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
-    """Generate after ``context`` until EOS, a stop string or ``sampling.max_new_tokens``."""
+    """Generate after ``context`` until EOS, a stop string or ``sampling.max_new_tokens``.
+
+    ``messages``, when given, are the chat turns ``context`` renders with the model's chat
+    template (--apply-chat-template): a backend whose server applies the template itself may
+    send them instead of the rendered text.
+    """
 
     context: str
     stop: tuple[str, ...] = ()
     sampling: SamplingParams = field(default_factory=SamplingParams)
     protected_chars: int = 0
+    messages: tuple[ChatMessage, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.protected_chars <= len(self.context):

@@ -10,16 +10,19 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalharness.core.errors import EvalHarnessError, UnknownNameError
 from evalharness.core.prompt_render import PromptRenderer, sha256_text
 from evalharness.core.registry import did_you_mean
-from evalharness.core.requests import GenerateRequest, Request
+from evalharness.core.requests import ChatMessage, GenerateRequest, Request
 from evalharness.core.task import Doc, Prompt
 from evalharness.core.task_selection import Selection, resolve
 from evalharness.data.source import DataSource
 from evalharness.run.settings import SAMPLING_FIELDS, RunConfig, parse_gen_kwargs
+
+if TYPE_CHECKING:
+    from evalharness.core.chat_template import ChatWrapper
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,16 @@ def wrap_for_chat(planned: list[PlannedDoc], tokenizer: Any, renderer: PromptRen
             item.prompt, text=text, document_chars=item.prompt.document_chars + len(wrapper.after),
             sha256=sha256_text(text),
         )
-        requests = tuple(
-            dataclasses.replace(r, context=wrapper.wrap(r.context), protected_chars=r.protected_chars + len(wrapper.after))
-            for r in item.requests
-        )
+        requests = tuple(_wrap_request(r, wrapper) for r in item.requests)
         wrapped.append(dataclasses.replace(item, prompt=prompt, requests=requests))
+    return wrapped
+
+
+def _wrap_request(request: Request, wrapper: ChatWrapper) -> Request:
+    wrapped = dataclasses.replace(
+        request, context=wrapper.wrap(request.context), protected_chars=request.protected_chars + len(wrapper.after)
+    )
+    if isinstance(wrapped, GenerateRequest):
+        # The turn itself travels too, for a server that applies its own chat template.
+        wrapped = dataclasses.replace(wrapped, messages=(ChatMessage("user", request.context),))
     return wrapped

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.caching import CachingBackend
-from evalharness.backends.protocol import Backend, ChatFormatting
+from evalharness.backends.protocol import Backend, ChatFormatting, RequestLimits
 from evalharness.backends.registry import BACKENDS, build_backend, split_model
 from evalharness.backends.response_cache import ResponseCache
-from evalharness.core.errors import UnknownNameError
+from evalharness.core.errors import EvalHarnessError, UnknownNameError
 from evalharness.core.prompt_render import PromptRenderer
 from evalharness.core.registry import did_you_mean
 from evalharness.core.requests import GenerateRequest, LoglikelihoodRequest, Response
@@ -45,6 +45,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def check_requests(backend: Backend, planned: Sequence[PlannedDoc]) -> None:
+    """A request the backend cannot answer (log-likelihood from an endpoint without
+    log-probabilities) fails the run here, before any request is sent."""
+    if isinstance(backend, RequestLimits):
+        for item in planned:
+            for request in item.requests:
+                if why := backend.refusal(item.selection.task.name, request):
+                    raise EvalHarnessError(why)
 
 
 def run_requests(backend: Backend, planned: Sequence[PlannedDoc]) -> list[list[Response]]:
@@ -129,6 +139,7 @@ def run(config: RunConfig, model: ModelSpec, backend: Backend | None = None) -> 
     if config.apply_chat_template:
         tokenizer = backend.chat_tokenizer() if isinstance(backend, ChatFormatting) else None
         planned = wrap_for_chat(planned, tokenizer, renderer)
+    check_requests(backend, planned)
     cached = CachingBackend(backend, ResponseCache(config.cache_path, backend.fingerprint())) if config.cache_path else None
     try:
         responses = run_requests(cached or backend, planned)
