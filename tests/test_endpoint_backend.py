@@ -124,9 +124,7 @@ def test_stop_strings_are_cut_as_the_local_backend_cuts(endpoint: ManagedEndpoin
 def test_sampled_requests_send_temperature_and_top_p(endpoint: ManagedEndpoint, keyed: None) -> None:
     sampling = SamplingParams(max_new_tokens=4, do_sample=True, temperature=0.7, top_p=0.9)
     EndpointBackend(endpoint.url).generate([GenerateRequest("Hello", (), sampling)])
-    assert endpoint.parameters == [
-        {"max_new_tokens": 4, "do_sample": True, "return_full_text": False, "temperature": 0.7, "top_p": 0.9}
-    ]
+    assert endpoint.parameters == [{"max_new_tokens": 4, "do_sample": True, "return_full_text": False, "temperature": 0.7, "top_p": 0.9}]
 
 
 def test_a_wrong_key_is_one_clear_line(endpoint: ManagedEndpoint, tmp_path: Path) -> None:
@@ -141,9 +139,7 @@ def test_a_wrong_key_is_one_clear_line(endpoint: ManagedEndpoint, tmp_path: Path
 def test_a_loglikelihood_task_is_refused_before_any_request(endpoint: ManagedEndpoint) -> None:
     proc = run_endpoint(endpoint.url, "--tasks", "mmlu_anatomy", "--limit", "1")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "evalharness: error: the endpoint schema returns no log-probabilities; task mmlu needs them"
-    )
+    assert proc.stderr.strip().splitlines()[-1] == ("evalharness: error: the endpoint schema returns no log-probabilities; task mmlu needs them")
     assert endpoint.prompts == 0 and endpoint.parameters == []
 
 
