@@ -30,6 +30,17 @@ def test_tokenizer_template_wins_and_bos_text_is_dropped(tiny_backend, monkeypat
     assert wrapper.wrap("x") == "<|user|>x<|end|><|assistant|>"
 
 
+def test_a_bos_the_tokenizer_never_adds_stays_in_the_text():
+    """SmolLM2 names <|im_start|> its BOS without adding it: the template's first token stays."""
+    from evalharness.backends.prompt_fitting import load_tokenizer
+
+    tokenizer = load_tokenizer(str(TINY_LLAMA))  # a copy of its own: the session's is shared
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
+    tokenizer.add_bos_token = False
+    assert tokenizer("a")["input_ids"][0] != tokenizer.bos_token_id
+    assert chat_wrapper(tokenizer, PromptRenderer()).wrap("x") == "<s><|user|>x<|end|><|assistant|>"
+
+
 def test_cli_records_wrapped_prompts(tmp_path):
     proc = run_cli("run", "--model", str(TINY_LLAMA), "--tasks", "mmlu_anatomy", "--limit", "1",
                    "--data-dir", str(DATA), "--output", str(tmp_path), "--apply-chat-template")

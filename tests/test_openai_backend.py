@@ -54,6 +54,9 @@ class Stub:
 
             def do_POST(self) -> None:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/completions":  # no /tokenize, no chat
+                    self._send(404, {"detail": "Not Found"})
+                    return
                 stub.completions += 1
                 if stub.fail > 0:
                     stub.fail -= 1
@@ -176,6 +179,12 @@ def test_the_fingerprint_leaves_the_urls_out(stub: Stub) -> None:
     assert one["backend"] == "openai" and one["model"] == "stub" and one["tokenizer"]["size"] == 32000
 
 
+def test_no_tokenizer_and_no_tokenize_endpoint_is_one_clear_line(stub: Stub) -> None:
+    with pytest.raises(EvalHarnessError, match=r"no tokenizer for 'stub': the server does not tokenize \(.*answered 404") as err:
+        OpenAIBackend("stub", stub.url)
+    assert "\n" not in str(err.value) and str(err.value).endswith("pass --tokenizer PATH (the model's folder or hub id)")
+
+
 def test_cli_runs_a_task_through_the_server(stub: Stub, tmp_path: Any) -> None:
     proc = run_cli("run", "--model", "openai:stub", "--base-url", f"{stub.url}/v1", "--tokenizer", str(LLAMA_TOKENIZER),
                    "--tasks", "mmlu_anatomy", "--limit", "2", "--data-dir", str(DATA), "--output", str(tmp_path),
@@ -290,6 +299,74 @@ def test_greedy_generation_matches_transformers(remote: OpenAIBackend, local: An
     for a, b in zip(ours, theirs, strict=True):
         assert (a.text, a.finish_reason) == (b.text, b.finish_reason)
     assert ours[-1].text.startswith(" Paris")
+
+
+PROMPTS = [
+    "The capital of France is", " leading space", "two  spaces\n\nand blank lines\t", "Über naïve café — 東京 ١٢٣",
+    "<|im_start|>user\nspecial tokens as text<|im_end|>", "x" * 300, "Answer: (A)",
+]
+
+
+def test_server_tokenize_gives_the_local_tokenizers_ids(replicas: list[Any], vllm_model: Any) -> None:
+    from evalharness.backends.openai_http import ServerPool
+    from evalharness.backends.prompt_fitting import Encoder, load_tokenizer
+    from evalharness.backends.server_tokenizer import ServerEncoder
+
+    served = ServerEncoder(ServerPool([replicas[0].url]), "smollm2", concurrency=4)
+    local = Encoder(load_tokenizer(str(vllm_model)))
+    contexts = [r.context for r in task_requests("mmlu_anatomy,gsm8k", 2)]
+    assert served.encode_many(PROMPTS + contexts) == local.encode_many(PROMPTS + contexts)
+    assert served.prefix_ids == local.prefix_ids == ()
+
+
+def test_loglikelihoods_without_tokenizer_match_those_with_it(remote: OpenAIBackend, replicas: list[Any]) -> None:
+    from evalharness import evaluate
+
+    served = OpenAIBackend("smollm2", replicas[0].url, concurrency=4, batch_size=4)  # no --tokenizer
+    assert served.tokenizer_source == "server /tokenize" and served.max_length == remote.max_length
+    requests = [r for r in task_requests("mmlu_anatomy", 2) if isinstance(r, LoglikelihoodRequest)]
+    assert [served._fit_scored(r) for r in requests] == [remote._fit_scored(r) for r in requests]
+    ours = evaluate(served, "mmlu_anatomy", limit=2, data_dir=str(DATA), cache_path=None)
+    theirs = evaluate(remote, "mmlu_anatomy", limit=2, data_dir=str(DATA), cache_path=None)
+    for a, b in zip(ours.samples, theirs.samples, strict=True):
+        assert a["prediction"] == b["prediction"]
+        assert _lls(a) == pytest.approx(_lls(b), abs=1e-5)
+    with pytest.raises(EvalHarnessError, match="--apply-chat-template with the openai backend needs the model's tokenizer"):
+        served.chat_tokenizer()
+
+
+def test_chat_generation_goes_to_the_chat_api_and_matches_transformers(remote: OpenAIBackend, local: Any) -> None:
+    """The server applies its own chat template to the messages; transformers gets the same
+    template rendered here. Log-likelihood under the template stays on /v1/completions."""
+    from evalharness import evaluate
+    from evalharness.core.chat_template import chat_wrapper
+    from evalharness.core.prompt_render import PromptRenderer
+    from evalharness.core.requests import ChatMessage
+
+    settings = dict(limit=1, apply_chat_template=True, gen_kwargs={"max_new_tokens": 48}, data_dir=str(DATA), cache_path=None)
+    before = dict(remote.pool.paths)
+    ours = evaluate(remote, "gsm8k,mmlu_anatomy", **settings)
+    theirs = evaluate(local, "gsm8k,mmlu_anatomy", **settings)
+    assert remote.pool.paths["/v1/chat/completions"] - before.get("/v1/chat/completions", 0) == 1  # gsm8k
+    assert remote.pool.paths["/v1/completions"] - before.get("/v1/completions", 0) == 1  # mmlu's 4 choices
+    assert ours.samples[0]["prompt"].startswith("<|im_start|>system\n")  # SmolLM2's template, first token kept
+    for a, b in zip(ours.samples, theirs.samples, strict=True):
+        assert (a["task"], a["prediction"]) == (b["task"], b["prediction"])
+        if a["task"] == "gsm8k":
+            assert a["output"] == b["output"] and len(a["output"]) > 20
+        else:
+            assert _lls(a) == pytest.approx(_lls(b), abs=1e-3)
+    # A stop string goes with the messages: the answer ends where transformers' does, for the same reason.
+    wrapper = chat_wrapper(local.tokenizer, PromptRenderer())
+    question = "Name the capital of France."
+    requests = [
+        GenerateRequest(wrapper.wrap(question), stop, SamplingParams(max_new_tokens=40), messages=(ChatMessage("user", question),))
+        for stop in [("\n",), (" is", "\n")]  # SmolLM2: "The capital of France is Paris." and EOS
+    ]
+    got, expected = remote.generate(requests), local.generate(requests)
+    assert [(r.text, r.finish_reason, r.num_tokens) for r in got] == [(r.text, r.finish_reason, r.num_tokens) for r in expected]
+    assert got[0].finish_reason == "eos" and got[1].finish_reason == "stop"
+    assert got[0].text.startswith(got[1].text + " is") and " is" not in got[1].text
 
 
 def test_a_replica_killed_mid_run_leaves_the_work_to_the_other(remote: OpenAIBackend, replicas: list[Any]) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalharness.backends.openai_http import ServerError, ServerPool, Unreachable, normalise_urls
+from evalharness.backends.openai_http import ServerPool, Unreachable, normalise_urls
 from evalharness.backends.prompt_fitting import Encoder, Window, load_tokenizer
 from evalharness.backends.protocol import Resume
 from evalharness.backends.registry import register_backend
@@ -137,7 +137,7 @@ class OpenAIBackend:
                 raise ModelLoadError(f"cannot load the tokenizer {path!r}: {exc}") from None
         try:
             return ServerEncoder(self.pool, self.model, self.concurrency), "server /tokenize"
-        except (ServerError, Unreachable) as exc:
+        except EvalHarnessError as exc:  # no /tokenize (404), or not vLLM's
             why = str(exc)
         for candidate in (c for c in (self.model, self.served.root) if c and Path(c).is_dir()):
             try:
@@ -273,6 +273,8 @@ class OpenAIBackend:
         else:
             finish = str(reason or "eos")
         tokens = (reply.get("usage") or {}).get("completion_tokens")
+        if tokens is not None and finish == "eos":
+            tokens = max(int(tokens) - 1, 0)  # vLLM counts the EOS token; the local backend does not
         if tokens is None:
             with self._tokenizer_lock:  # the encoder's memo is not thread-safe
                 tokens = len(self.encoder.encode_many([text])[0])

@@ -91,6 +91,7 @@ class ServerPool:
         self._next = 0
         self._down_until: dict[str, float] = {}
         self.calls: Counter[str] = Counter()  # successful calls per replica
+        self.paths: Counter[str] = Counter()  # and per path
         self.failures: Counter[str] = Counter()
 
     def _pick(self, avoid: str | None) -> str:
@@ -148,6 +149,7 @@ class ServerPool:
             else:
                 with self._lock:
                     self.calls[url] += 1
+                    self.paths[path] += 1
                 return result
             self._mark_down(url)
             avoid = url if len(self.urls) > 1 else None

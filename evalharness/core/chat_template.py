@@ -2,8 +2,8 @@
 
 The tokenizer's own template is used when it has one; Llama 2 tokenizers without one (the
 local ones, and the base checkpoints) fall back to the Llama-2-chat format shipped in
-``prompts/chat/llama2.jinja``. The BOS token is never written as text, because the backend adds
-it: a wrapped prompt starts with exactly one BOS.
+``prompts/chat/llama2.jinja``. A BOS the tokenizer adds is never written as text, because the
+backend adds it: a wrapped prompt starts with exactly one BOS.
 """
 
 from __future__ import annotations
@@ -54,9 +54,16 @@ def chat_wrapper(tokenizer: Any, renderer: PromptRenderer) -> ChatWrapper:
     if not sep:
         raise EvalHarnessError("--apply-chat-template: the chat template drops the user message")
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and before.startswith(bos):
+    if bos and before.startswith(bos) and _adds_bos(tokenizer):
         before = before[len(bos) :]  # the backend adds BOS itself
     return ChatWrapper(before, after, source)
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether encoding puts BOS in front. SmolLM2 names ``<|im_start|>`` its BOS but never adds
+    it: there the template's leading ``<|im_start|>`` is the first turn's, and stays."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
 
 
 def _is_llama2(tokenizer: Any) -> bool:
