@@ -48,3 +48,18 @@ def test_cli_records_wrapped_prompts(tmp_path):
     sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
     assert sample["prompt"].startswith("[INST] The following are") and sample["prompt"].endswith("Answer: [/INST]")
     assert json.loads((tmp_path / "results.json").read_text())["config"]["apply_chat_template"] is True
+
+
+def test_chat_messages_are_in_the_cache_key_and_plain_keys_are_unchanged():
+    import dataclasses
+    import hashlib
+
+    from evalharness.backends.response_cache import request_key
+    from evalharness.core.requests import ChatMessage, GenerateRequest
+
+    plain = GenerateRequest("Q: hi\nA:", ("\n",))
+    before = {"model": "m", "type": "GenerateRequest", "context": plain.context, "stop": ["\n"],
+              "sampling": dataclasses.asdict(plain.sampling), "protected_chars": 0}  # fmt: skip
+    assert request_key("m", plain) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    chat = dataclasses.replace(plain, messages=(ChatMessage("user", "hi"),))
+    assert request_key("m", chat) != request_key("m", plain)
