@@ -196,6 +196,14 @@ def test_cli_runs_a_task_through_the_server(stub: Stub, tmp_path: Any) -> None:
     assert stub.completions == 2  # 8 prompts, 4 to a call
 
 
+def test_the_api_key_stays_out_of_the_results(stub: Stub) -> None:
+    from evalharness import evaluate
+
+    got = evaluate("openai:stub", "mmlu_anatomy", limit=1, base_url=stub.url, tokenizer=str(LLAMA_TOKENIZER),
+                   api_key="sk-openai-5e1d", data_dir=str(DATA), cache_path=None)  # fmt: skip
+    assert got.results["config"]["base_url"] == stub.url and "sk-openai-5e1d" not in json.dumps(got.results)
+
+
 def test_cli_refuses_settings_that_belong_to_the_server(stub: Stub) -> None:
     proc = run_cli("run", "--model", "openai:stub", "--base-url", stub.url, "--tokenizer", str(LLAMA_TOKENIZER),
                    "--tasks", "mmlu_anatomy", "--limit", "1", "--data-dir", str(DATA), "--device", "cuda")  # fmt: skip

@@ -21,6 +21,7 @@ from evalharness.core.requests import SamplingParams
 SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
 GEN_KWARGS = (*SAMPLING_FIELDS, "return_full_text")
 FLAGS = ("do_sample", "ignore_eos", "return_full_text")
+SECRET_OPTIONS = ("api_key",)  # backend options never written to results.json
 
 
 def _check_value(key: str, value: Any) -> Any:
@@ -103,5 +104,5 @@ class RunConfig:
             k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(self).items()
         }
-        options = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in model.options.items()}
+        options = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in model.options.items() if k not in SECRET_OPTIONS}
         return {"model": model.model, "backend": model.backend, **record, **options}
