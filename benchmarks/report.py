@@ -69,7 +69,7 @@ def measure_peak_flops(n: int = 2048, seconds: float = 3.0, windows: int = 6) ->
 
 def disturbed(row: dict[str, Any]) -> bool:
     """Whether other processes used more than 10% of a core while either harness of this row ran."""
-    sides = [s for s in (row.get("ours"), row["lm_eval"]) if s]
+    sides = [s for s in (row.get("ours"), row.get("lm_eval")) if s]
     return any(s.get("others_cpu_s", 0.0) > 0.1 * s["wall_s"] for s in sides)
 
 
@@ -81,8 +81,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def peak_fraction(row: dict[str, Any], side: dict[str, Any], peak_flops: float, tokens: str = "useful") -> float:
-    """2 x parameters x tokens / wall time, as a share of the measured float32 matmul peak."""
+def peak_fraction(
+    row: dict[str, Any], side: dict[str, Any] | None, peak_flops: float, tokens: str = "useful"
+) -> float | None:
+    """2 x parameters x tokens / wall time, as a share of the measured float32 matmul peak
+    (None where the tokens are not known: the ours-only card line)."""
+    if not side or not side.get("tokens"):
+        return None
     return 2 * row["parameters"] * side["tokens"][tokens] / side["wall_s"] / peak_flops
 
 
@@ -95,16 +100,16 @@ def speed_table(rows: Sequence[dict[str, Any]], peak_flops: float) -> str:
     )
     lines = []
     for r in rows:
-        o, t = r.get("ours"), r["lm_eval"]
+        o, t = r.get("ours"), r.get("lm_eval") or {}
         if o is None:
-            wall, ratio, qps, rss, peak = NA_OURS, "–", "–", "–", "–"
+            wall, ratio, qps, rss = NA_OURS, "–", "–", "–"
         else:
-            wall, ratio = _f(o["wall_s"], ".1f"), f"{t['wall_s'] / o['wall_s']:.2f}×"
-            qps, rss = _f(o["qps"], ".2f"), _f(o["peak_rss_mib"], ".0f")
-            peak = _pct(peak_fraction(r, o, peak_flops))
+            wall, qps, rss = _f(o["wall_s"], ".1f"), _f(o["qps"], ".2f"), _f(o["peak_rss_mib"], ".0f")
+            ratio = f"{t['wall_s'] / o['wall_s']:.2f}×" if t else "–"
         cells = [
-            r["task"], r["model"], str(r["docs"]), wall, _f(t["wall_s"], ".1f"), ratio,
-            qps, _f(t["qps"], ".2f"), rss, _f(t["peak_rss_mib"], ".0f"), peak, _pct(peak_fraction(r, t, peak_flops)),
+            r["task"], r["model"], str(r["docs"]), wall, _f(t.get("wall_s"), ".1f"), ratio,
+            qps, _f(t.get("qps"), ".2f"), rss, _f(t.get("peak_rss_mib"), ".0f"),
+            _pct(peak_fraction(r, o, peak_flops)), _pct(peak_fraction(r, t, peak_flops)),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
@@ -120,8 +125,10 @@ def agreement_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         a = r.get("agreement")
         if a is None:
-            score = r["lm_eval"].get("score")
-            cells = [r["task"], r["model"], NA_OURS, "–", "–", "–", "–", "–", _f(score, ".3f")]
+            t = r.get("lm_eval")
+            if t is None:
+                continue  # ours only: nothing to agree with
+            cells = [r["task"], r["model"], NA_OURS, "–", "–", "–", "–", "–", _f(t.get("score"), ".3f")]
         else:
             ll = "–"
             if "max_abs_logprob_diff" in a:
@@ -144,13 +151,14 @@ def work_table(rows: Sequence[dict[str, Any]], peak_flops: float) -> str:
     )
     lines = []
     for r in rows:
-        o, t, s = r.get("ours") or {}, r["lm_eval"], r["settings"]
-        settings = f"{s['limit']}/subtask, batch ours {s['ours_batch_size']}, lm-eval {s['lm_eval_batch_size']}"
+        o, t, s = r.get("ours") or {}, r.get("lm_eval") or {}, r["settings"]
+        tokens = t.get("tokens") or o.get("tokens") or {}
+        settings = f"{s['limit']}/subtask, batch ours {s['ours_batch_size']}, lm-eval {_f(s['lm_eval_batch_size'], 'd')}"
         cells = [
-            r["task"], r["model"], f"{r['parameters']:,}", f"{t['tokens']['useful']:,}",
-            f"{t['tokens']['no_prefix_reuse']:,}", _pct(peak_fraction(r, t, peak_flops, "no_prefix_reuse")),
+            r["task"], r["model"], f"{r['parameters']:,}", _f(tokens.get("useful"), ","),
+            _f(tokens.get("no_prefix_reuse"), ","), _pct(peak_fraction(r, t, peak_flops, "no_prefix_reuse")),
             _f(o.get("eval_s"), ".1f"),
-            _f(t.get("eval_s"), ".1f"), _f(o.get("cpu_s"), ".0f"), _f(t["cpu_s"], ".0f"),
+            _f(t.get("eval_s"), ".1f"), _f(o.get("cpu_s"), ".0f"), _f(t.get("cpu_s"), ".0f"),
             f"{_f(o.get('others_cpu_s'), '.0f')} / {_f(t.get('others_cpu_s'), '.0f')}", settings,
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
