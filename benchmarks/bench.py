@@ -26,6 +26,7 @@ from typing import Any
 import compare
 import harnesses
 import lmeval_setup
+import prompt_check
 import report
 import smollm2
 import specs
@@ -55,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes, no batch-size search, no card row: a smoke run")
     p.add_argument("--fresh", action="store_true", help="rerun rows already in .cache/results.jsonl")
+    p.add_argument("--check-prompts", action="store_true",
+                   help="only compare both harnesses' requests for every row's documents, without a model (seconds)")  # fmt: skip
     p.add_argument(
         "--rerun-disturbed", action="store_true", help="rerun stored rows that other processes' CPU use disturbed"
     )
@@ -241,6 +244,15 @@ def all_subtasks(spec: specs.TaskSpec) -> tuple[str, ...]:
     return tuple(s.removeprefix(spec.our_prefix) for s in selection.subtasks)
 
 
+def task_part(args: argparse.Namespace, task: str) -> Part:
+    spec = specs.spec(task)
+    return Part(spec, args.subtask_lists.get(task, spec.subtasks))
+
+
+def card_parts(args: argparse.Namespace) -> tuple[Part, ...]:
+    return tuple(Part(spec, all_subtasks(spec)) for spec in map(specs.spec, args.card_tasks.split(",")))
+
+
 def workloads(args: argparse.Namespace, models: dict[str, Path], lm_bs: int) -> list[tuple[str, Workload]]:
     """Every row to run, in order: the task rows per model, then the whole-card rows."""
     rows = []
@@ -249,11 +261,10 @@ def workloads(args: argparse.Namespace, models: dict[str, Path], lm_bs: int) -> 
         if model_name == "tiny" and args.tiny_tasks != "all":
             tasks = [t for t in tasks if t in args.tiny_tasks.split(",")]
         for task in tasks:
-            spec = specs.spec(task)
-            part = Part(spec, args.subtask_lists.get(task, spec.subtasks))
-            rows.append((model_name, Workload(task, model, args.limit_of[task], (part,), args.ours_batch_size, lm_bs)))
+            w = Workload(task, model, args.limit_of[task], (task_part(args, task),), args.ours_batch_size, lm_bs)
+            rows.append((model_name, w))
     if args.card_limit > 0:
-        card = tuple(Part(spec, all_subtasks(spec)) for spec in map(specs.spec, args.card_tasks.split(",")))
+        card = card_parts(args)
         for model_name in args.card_models.split(","):
             model = models[model_name]
             rows.append((model_name, Workload(CARD_SHARED, model, args.card_limit, card, args.ours_batch_size, lm_bs)))
@@ -264,11 +275,23 @@ def workloads(args: argparse.Namespace, models: dict[str, Path], lm_bs: int) -> 
     return rows
 
 
+def check_prompts(args: argparse.Namespace) -> int:
+    """--check-prompts: every task's requests on both sides, compared without a model."""
+    parts = [(task_part(args, t), args.limit_of[t]) for t in args.tasks.split(",")]
+    if args.card_limit > 0:
+        parts += [(p, args.card_limit) for p in card_parts(args)]
+    include = lmeval_setup.render(args.cache_dir / "lm_eval_tasks", args.data_dir, [p for p, _ in parts])
+    print(prompt_check.check(parts, include, args.data_dir))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HOME", str(args.cache_dir / "hf"))  # lm-eval's datasets cache, kept here
+    if args.check_prompts:
+        return check_prompts(args)
     command = "python benchmarks/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     info = report.machine()
     store = ResultStore(args.cache_dir / "results.jsonl")

@@ -98,7 +98,8 @@ def input_sequences(docs: Mapping[Key, DocRecord], tokenizer: Tokenizer) -> list
     """
     texts, cut = [], []
     for doc in docs.values():
-        for context, continuation in zip(doc.contexts, doc.continuations, strict=True):
+        scored = zip(doc.contexts, doc.continuations, strict=True) if doc.continuations else ()
+        for context, continuation in scored:
             texts.append(context + continuation)
             cut.append(1)
         if doc.generation is not None:

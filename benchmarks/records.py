@@ -51,32 +51,33 @@ def choice_prediction(logprobs: tuple[float, ...], continuations: tuple[str, ...
 # this harness
 
 
-def our_requests(parts: Iterable[Part], limit: int, data_dir: Path) -> dict[Key, tuple[str, list[tuple[str, str]]]]:
-    """Per document of the choice tasks: our prompt hash and the (context, continuation) pairs scored."""
+def planned(parts: Iterable[Part], limit: int, data_dir: Path, kind: str = "") -> dict[Key, Any]:
+    """Our planner's documents (prompt and requests, as ``evalharness run`` builds them) for the
+    tasks of ``parts`` (only those of ``kind``, when given), keyed like the records."""
     from evalharness.core.prompt_render import PromptRenderer
-    from evalharness.core.requests import LoglikelihoodRequest
     from evalharness.data.source import DataSource
     from evalharness.run.planning import plan
     from evalharness.run.settings import RunConfig
 
-    tasks = tuple(t for p in parts if p.spec.kind == "choice" for t in p.our_tasks)
+    tasks = tuple(t for p in parts if p.spec.kind == kind or not kind for t in p.our_tasks)
     if not tasks:
         return {}
     config = RunConfig(tasks, limit=limit, data_dir=str(data_dir))
-    return {
-        (item.doc.subtask, item.doc.doc_id): (
-            item.prompt.sha256,
-            [(r.context, r.continuation) for r in item.requests if isinstance(r, LoglikelihoodRequest)],
-        )
-        for item in plan(config, DataSource(data_dir), PromptRenderer())
-    }
+    return {(item.doc.subtask, item.doc.doc_id): item for item in plan(config, DataSource(data_dir), PromptRenderer())}
+
+
+def scored_pairs(item: Any) -> list[tuple[str, str]]:
+    """The (context, continuation) pairs of a planned document's log-likelihood requests."""
+    from evalharness.core.requests import LoglikelihoodRequest
+
+    return [(r.context, r.continuation) for r in item.requests if isinstance(r, LoglikelihoodRequest)]
 
 
 def read_ours(samples: Path, parts: Iterable[Part], limit: int, data_dir: Path) -> dict[Key, DocRecord]:
     """Our ``samples.jsonl``, for the documents of ``parts``."""
     parts = list(parts)
     spec_of = {task: p.spec for p in parts for task in p.our_tasks}
-    planned = our_requests(parts, limit, data_dir)
+    ours = planned(parts, limit, data_dir, "choice")
     docs: dict[Key, DocRecord] = {}
     for line in samples.read_text("utf-8").splitlines():
         s = json.loads(line)
@@ -89,12 +90,11 @@ def read_ours(samples: Path, parts: Iterable[Part], limit: int, data_dir: Path) 
             answer = spec.normalise(spec.our_answer(s))
             docs[key] = DocRecord((s["prompt"],), generation=s["output"], prediction=answer, score=score)
             continue
-        prompt_hash, requests = planned[key]
-        if prompt_hash != s["prompt_hash"]:
+        if ours[key].prompt.sha256 != s["prompt_hash"]:
             raise RuntimeError(f"{samples}: {key} was logged with another prompt than our planner builds")
         output = s["output"]
         logprobs = tuple(float(x) for x in (output.values() if isinstance(output, dict) else output))
-        pairs = requests[: len(logprobs)]  # after them, calibration requests (boolq's acc_calibrated)
+        pairs = scored_pairs(ours[key])[: len(logprobs)]  # after them, calibration requests (boolq's)
         contexts, continuations = (tuple(x) for x in zip(*pairs, strict=True))
         prediction = choice_prediction(logprobs, continuations, spec.norm)
         docs[key] = DocRecord(contexts, continuations, logprobs, prediction=prediction, score=score)
