@@ -1,11 +1,14 @@
 """Speed and agreement of evalharness against lm-evaluation-harness, on the same model, data and prompts.
 
-    tox -e bench                 # the full comparison (about 25 minutes on 2 cores); writes benchmarks/RESULTS.md
-    tox -e bench -- --quick      # a smoke version in a few minutes; writes benchmarks/.cache/RESULTS-quick.md
+    tox -e bench                    # the full comparison (roughly 2 hours on 2 cores); writes benchmarks/RESULTS.md
+    tox -e bench -- --card-limit 0  # without the whole-card rows (roughly 50 minutes)
+    tox -e bench -- --quick         # a smoke version in a few minutes; writes benchmarks/.cache/RESULTS-quick.md
+    tox -e bench -- --check-prompts # both harnesses' requests compared, without a model (a few minutes)
 
-Each harness runs in its own subprocess per row (task × model); wall time, CPU time and peak RSS
-are those of that process. Every finished row is appended to ``.cache/results.jsonl``, keyed by its
-settings and the code revisions, so an interrupted run resumes where it stopped (``--fresh`` reruns).
+Each harness runs in its own subprocess per row (task × model, or the whole-card rows); wall time,
+CPU time and peak RSS are those of that process. The tasks are the table in ``specs.py``. Every
+finished row is appended to ``.cache/results.jsonl``, keyed by its settings and the code revisions,
+so an interrupted run resumes where it stopped (``--fresh`` reruns).
 """
 
 from __future__ import annotations

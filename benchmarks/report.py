@@ -210,9 +210,14 @@ def results_markdown(
         " for lm-eval's own count.\n",
         speed_table(rows, peak_flops),
         "## Agreement\n",
-        "Documents are matched by (subject, index in the test split). Predictions: the arg-max letter (MMLU),"
-        " the arg-max choice (TruthfulQA) or the strict-extracted answer (GSM8K). Δ log-lik is over every"
-        " (document, choice); in brackets only documents whose prompts are identical.\n",
+        "Documents are matched by (subtask, index in the source split). Predictions: for choice tasks the"
+        " arg-max choice of the logged log-likelihoods (per character for HellaSwag and ARC, whose card metric"
+        " is acc_norm); for generation tasks the answer each harness extracts (GSM8K strict match, BBH after"
+        " \"the answer is\", TriviaQA the first line), compared without surrounding space or a final full stop."
+        " WinoGrande's prompt is its two option contexts. Δ log-lik is over every (document, choice); in"
+        " brackets only documents whose prompts are identical. The card rows: *shared tasks* runs every"
+        " llama2_card task that has an lm-eval template here (all subtasks) in one process per harness;"
+        " *llama2_card (ours only)* is our whole card, which lm-eval cannot run on this data.\n",
         agreement_table(rows),
         "## Work and settings\n",
         "*Tokens without prefix reuse*: every distinct sequence in full (no padding) — what lm-eval's HF"
