@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -197,7 +198,8 @@ def run_row(
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    name = f"{w.name.replace(':', '').replace(' ', '-')}-{model_name}"
+    slug = re.sub(r"[^\w.]+", "-", w.name).strip("-")  # "card: shared tasks" -> card-shared-tasks
+    name = f"{slug}-{model_name}"
     run_dir, logs = args.cache_dir / "runs" / name, args.cache_dir / "logs"
     ours = harnesses.run_ours(w, args.data_dir, _clean(run_dir / "ours"), logs / f"{name}-ours.log", available)
     theirs = None
