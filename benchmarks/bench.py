@@ -282,10 +282,10 @@ def workloads(args: argparse.Namespace, models: dict[str, Path], lm_bs: int) -> 
 
 def check_prompts(args: argparse.Namespace) -> int:
     """--check-prompts: every task's requests on both sides, compared without a model."""
-    parts = [(task_part(args, t), args.limit_of[t]) for t in args.tasks.split(",")]
+    parts = [(t, task_part(args, t), args.limit_of[t]) for t in args.tasks.split(",")]
     if args.card_limit > 0:
-        parts += [(p, args.card_limit) for p in card_parts(args)]
-    include = lmeval_setup.render(args.cache_dir / "lm_eval_tasks", args.data_dir, [p for p, _ in parts])
+        parts += [(f"{CARD_SHARED}: {p.spec.name}", p, args.card_limit) for p in card_parts(args)]
+    include = lmeval_setup.render(args.cache_dir / "lm_eval_tasks", args.data_dir, [p for _, p, _ in parts])
     print(prompt_check.check(parts, include, args.data_dir))
     return 0
 

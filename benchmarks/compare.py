@@ -32,10 +32,13 @@ def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], ex
                               "only_lm_eval": len(set(theirs) - set(ours))}  # fmt: skip
     same_prompt = {k for k in keys if ours[k].prompt == theirs[k].prompt}
     result["prompts_identical"] = len(same_prompt) / len(keys)
-    result["predictions_identical"] = sum(ours[k].prediction == theirs[k].prediction for k in keys) / len(keys)
+    same_prediction = {k for k in keys if ours[k].prediction == theirs[k].prediction}
+    result["predictions_identical"] = len(same_prediction) / len(keys)
+    # the issue's target: identical predictions where the prompts are identical
+    result["predictions_identical_same_prompt"] = len(same_prediction & same_prompt) / len(same_prompt) if same_prompt else math.nan
     notes: list[str] = []
     for k in [k for k in keys if k not in same_prompt][:examples]:
-        notes.append(f"prompt differs {k}: {_first_difference(ours[k].prompt, theirs[k].prompt)}")
+        notes.append(f"prompt differs {k}: {first_difference(ours[k].prompt, theirs[k].prompt)}")
 
     def prompt(k: Key) -> str:
         return "identical" if k in same_prompt else "different"
@@ -66,7 +69,7 @@ def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], ex
         for k in [k for k in generated if k not in set(same_gen)][:examples]:
             notes.append(
                 f"generation differs {k} (prompt {prompt(k)}): "
-                + _first_difference(ours[k].generation or "", theirs[k].generation or "")
+                + first_difference(ours[k].generation or "", theirs[k].generation or "")
             )
         for k in [k for k in same_gen if ours[k].prediction != theirs[k].prediction][:examples]:
             notes.append(
@@ -83,7 +86,7 @@ def _rounded(values: Sequence[float]) -> list[float]:
     return [round(v, 3) for v in values]
 
 
-def _first_difference(a: str, b: str, context: int = 40) -> str:
+def first_difference(a: str, b: str, context: int = 40) -> str:
     """Where two strings first differ, with a little context from each."""
     i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     start = max(0, i - context)

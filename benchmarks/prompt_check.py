@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import records
+from compare import first_difference
 from specs import Part
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,20 @@ def _theirs(instance: Any) -> tuple[Any, ...]:
     return (args[0], args[1])
 
 
-def check(parts: Sequence[tuple[Part, int]], include: Path, data_dir: Path, examples: int = 2) -> str:
-    """A Markdown table: per task, the documents whose requests are identical on both sides."""
+def _difference(mine: list[tuple[Any, ...]], theirs: list[tuple[Any, ...]]) -> str:
+    where = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+    if where is None:
+        return f"ours {len(mine)} requests, lm-eval {len(theirs)}"
+    return f"request {where} differs {first_difference(repr(mine[where]), repr(theirs[where]))}"
+
+
+def check(parts: Sequence[tuple[str, Part, int]], include: Path, data_dir: Path, examples: int = 2) -> str:
+    """A Markdown table: per (label, task, limit), the documents whose requests are identical on both sides."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=str(include))
-    lines = ["| task | documents | identical requests |", "|---|---:|---:|"]
-    for part, limit in parts:
+    lines = ["| row | documents | identical requests |", "|---|---:|---:|"]
+    for label, part, limit in parts:
         ours = records.planned([part], limit, data_dir)
         tasks = manager.load(part.lm_eval_tasks)["tasks"]
         same = total = 0
@@ -60,8 +68,6 @@ def check(parts: Sequence[tuple[Part, int]], include: Path, data_dir: Path, exam
                 if mine == theirs:
                     same += 1
                 elif total - same <= examples:
-                    where = next(i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b)
-                    log.warning("%s #%d request %d differs:\n  ours    %r\n  lm-eval %r", subtask, doc_id, where,
-                                mine[where], theirs[where])  # fmt: skip
-        lines.append(f"| {part.spec.name} | {total} | {same} ({100 * same / max(total, 1):.1f}%) |")
+                    log.warning("%s #%d: %s", subtask, doc_id, _difference(mine, theirs))
+        lines.append(f"| {label} | {total} | {same} ({100 * same / max(total, 1):.1f}%) |")
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -117,7 +118,7 @@ def speed_table(rows: Sequence[dict[str, Any]], peak_flops: float) -> str:
 
 def agreement_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
-        "| task | model | docs compared | identical prompts | identical predictions | max abs Δ log-lik"
+        "| task | model | docs compared | identical prompts | identical predictions (identical prompts) | max abs Δ log-lik"
         " (identical prompts) | identical greedy generations | score ours | score lm-eval |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
@@ -134,9 +135,11 @@ def agreement_table(rows: Sequence[dict[str, Any]]) -> str:
             if "max_abs_logprob_diff" in a:
                 ll = f"{a['max_abs_logprob_diff']:.1e} ({a['max_abs_logprob_diff_same_prompt']:.1e})"
             gen = _pct(a["generations_identical"]) if "generations_identical" in a else "–"
+            same = a.get("predictions_identical_same_prompt")  # absent from rows stored before it
+            predictions = f"{_pct(a['predictions_identical'])} ({_pct(None if same is None or math.isnan(same) else same)})"
             cells = [
                 r["task"], r["model"], str(a["n_compared"]), _pct(a["prompts_identical"]),
-                _pct(a["predictions_identical"]), ll, gen, f"{a['score_ours']:.3f}", f"{a['score_lm_eval']:.3f}",
+                predictions, ll, gen, f"{a['score_ours']:.3f}", f"{a['score_lm_eval']:.3f}",
             ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
@@ -214,8 +217,8 @@ def results_markdown(
         " arg-max choice of the logged log-likelihoods (per character for HellaSwag and ARC, whose card metric"
         " is acc_norm); for generation tasks the answer each harness extracts (GSM8K strict match, BBH after"
         " \"the answer is\", TriviaQA the first line), compared without surrounding space or a final full stop."
-        " WinoGrande's prompt is its two option contexts. Δ log-lik is over every (document, choice); in"
-        " brackets only documents whose prompts are identical. The card rows: *shared tasks* runs every"
+        " WinoGrande's prompt is its two option contexts. Identical predictions are over every document and"
+        " Δ log-lik over every (document, choice); in brackets only documents whose prompts are identical. The card rows: *shared tasks* runs every"
         " llama2_card task that has an lm-eval template here (all subtasks) in one process per harness;"
         " *llama2_card (ours only)* is our whole card, which lm-eval cannot run on this data.\n",
         agreement_table(rows),
