@@ -101,11 +101,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not specs.spec(name.strip()).subtasks or not names.strip():
             raise SystemExit(f"bench.py: --subtasks {item!r}: expected TASK=A,B with a task that has subtasks")
         args.subtask_lists[name.strip()] = tuple(n.strip() for n in names.split(","))
-    limits = {s.name: s.limit for s in specs.SPECS} | ({"mmlu": args.limit} if args.limit else {})
-    try:
-        args.limit_of = limits | {k: int(v) for k, v in _pairs(args.limits, "--limits").items()}
-    except ValueError:
-        raise SystemExit(f"bench.py: --limits {args.limits!r}: each N must be an integer") from None
+    for name, chosen in args.subtask_lists.items():
+        if unknown := sorted(set(chosen) - set(all_subtasks(specs.spec(name)))):
+            raise SystemExit(f"bench.py: {name} has no subtask {unknown[0]!r} (`evalharness tasks {name}` lists them)")
+    args.limit_of = {s.name: s.limit for s in specs.SPECS} | ({"mmlu": args.limit} if args.limit else {})
+    for name, value in _pairs(args.limits, "--limits").items():
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"bench.py: --limits {name}={value}: N must be a positive integer")
+        args.limit_of[specs.spec(name).name] = int(value)
     if args.quick:
         args.subtask_lists["mmlu"] = args.subtask_lists["mmlu"][:2]
         args.limit_of = {name: min(n, specs.spec(name).quick_limit) for name, n in args.limit_of.items()}
