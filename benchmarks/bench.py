@@ -62,9 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="rerun rows already in .cache/results.jsonl")
     p.add_argument("--check-prompts", action="store_true",
                    help="only compare both harnesses' requests for every row's documents, without a model (seconds)")  # fmt: skip
-    p.add_argument(
-        "--rerun-disturbed", action="store_true", help="rerun stored rows that other processes' CPU use disturbed"
-    )
+    p.add_argument("--rerun-disturbed", action="store_true", help="rerun stored rows that other processes' CPU use disturbed")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: smollm2, tiny")
     p.add_argument("--tasks", default=",".join(specs.DEFAULT_ROWS), help=f"comma-separated, of: {', '.join(specs.BY_NAME)}")
     p.add_argument("--tiny-tasks", default=",".join(s.name for s in specs.SPECS if s.on_tiny),
@@ -196,9 +194,7 @@ def _clean(path: Path) -> Path:
     return path
 
 
-def run_row(
-    w: Workload, args: argparse.Namespace, include: Path, model_name: str, available: set[str]
-) -> dict[str, Any]:
+def run_row(w: Workload, args: argparse.Namespace, include: Path, model_name: str, available: set[str]) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     slug = re.sub(r"[^\w.]+", "-", w.name).strip("-")  # "card: shared tasks" -> card-shared-tasks

@@ -67,10 +67,7 @@ def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], ex
         same_gen = [k for k in generated if ours[k].generation == theirs[k].generation]
         result["generations_identical"] = len(same_gen) / len(generated)
         for k in [k for k in generated if k not in set(same_gen)][:examples]:
-            notes.append(
-                f"generation differs {k} (prompt {prompt(k)}): "
-                + first_difference(ours[k].generation or "", theirs[k].generation or "")
-            )
+            notes.append(f"generation differs {k} (prompt {prompt(k)}): " + first_difference(ours[k].generation or "", theirs[k].generation or ""))
         for k in [k for k in same_gen if ours[k].prediction != theirs[k].prediction][:examples]:
             notes.append(
                 f"extracted answer differs {k} on the identical generation: ours {ours[k].prediction},"

@@ -53,9 +53,7 @@ class Workload:
 
 def our_task_names() -> set[str]:
     """The tasks this harness has (``evalharness tasks``: one task name at the start of each line)."""
-    listing = subprocess.run(
-        [sys.executable, "-m", "evalharness", "tasks"], capture_output=True, text=True, check=True
-    ).stdout
+    listing = subprocess.run([sys.executable, "-m", "evalharness", "tasks"], capture_output=True, text=True, check=True).stdout
     return {line.split()[0] for line in listing.splitlines() if line.strip()}
 
 

@@ -82,9 +82,7 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def peak_fraction(
-    row: dict[str, Any], side: dict[str, Any] | None, peak_flops: float, tokens: str = "useful"
-) -> float | None:
+def peak_fraction(row: dict[str, Any], side: dict[str, Any] | None, peak_flops: float, tokens: str = "useful") -> float | None:
     """2 x parameters x tokens / wall time, as a share of the measured float32 matmul peak
     (None where the tokens are not known: the ours-only card line)."""
     if not side or not side.get("tokens"):
@@ -216,10 +214,11 @@ def results_markdown(
         "Documents are matched by (subtask, index in the source split). Predictions: for choice tasks the"
         " arg-max choice of the logged log-likelihoods (per character for HellaSwag and ARC, whose card metric"
         " is acc_norm); for generation tasks the answer each harness extracts (GSM8K strict match, BBH after"
-        " \"the answer is\", TriviaQA the first line), compared without surrounding space or a final full stop."
+        ' "the answer is", TriviaQA the first line), compared without surrounding space or a final full stop.'
         " WinoGrande's prompt is its two option contexts. Identical predictions are over every document and"
-        " Δ log-lik over every (document, choice); in brackets only documents whose prompts are identical. The card rows: *shared tasks* runs every"
-        " llama2_card task that has an lm-eval template here (all subtasks) in one process per harness;"
+        " Δ log-lik over every (document, choice); in brackets only documents whose prompts are identical."
+        " The card rows: *shared tasks* runs every llama2_card task that has an lm-eval template here"
+        " (all subtasks) in one process per harness;"
         " *llama2_card (ours only)* is our whole card, which lm-eval cannot run on this data.\n",
         agreement_table(rows),
         "## Work and settings\n",
