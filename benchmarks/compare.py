@@ -6,11 +6,11 @@ import json
 import logging
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harnesses import DocRecord, Key
+from records import DocRecord, Key
 
 log = logging.getLogger(__name__)
 
@@ -22,23 +22,31 @@ class Tokenizer(Protocol):
 def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], examples: int = 3) -> dict[str, Any]:
     """Share of identical prompts, predictions and generations; largest log-likelihood difference.
 
-    Also a few concrete examples of each kind of disagreement, for the report.
+    Also a few concrete examples of each kind of disagreement, for the report. A row may mix
+    choice documents (log-likelihoods) and generation documents (the whole-card row).
     """
     keys = sorted(set(ours) & set(theirs))
     if not keys:
         raise RuntimeError("the two harnesses share no documents to compare")
     result: dict[str, Any] = {"n_compared": len(keys), "only_ours": len(set(ours) - set(theirs)),
                               "only_lm_eval": len(set(theirs) - set(ours))}  # fmt: skip
-    same_prompt = [k for k in keys if ours[k].prompt == theirs[k].prompt]
+    same_prompt = {k for k in keys if ours[k].prompt == theirs[k].prompt}
     result["prompts_identical"] = len(same_prompt) / len(keys)
-    result["predictions_identical"] = sum(ours[k].prediction == theirs[k].prediction for k in keys) / len(keys)
+    same_prediction = {k for k in keys if ours[k].prediction == theirs[k].prediction}
+    result["predictions_identical"] = len(same_prediction) / len(keys)
+    # the issue's target: identical predictions where the prompts are identical
+    result["predictions_identical_same_prompt"] = len(same_prediction & same_prompt) / len(same_prompt) if same_prompt else math.nan
     notes: list[str] = []
-    for k in [k for k in keys if ours[k].prompt != theirs[k].prompt][:examples]:
-        notes.append(f"prompt differs {k}: {_first_difference(ours[k].prompt, theirs[k].prompt)}")
+    for k in [k for k in keys if k not in same_prompt][:examples]:
+        notes.append(f"prompt differs {k}: {first_difference(ours[k].prompt, theirs[k].prompt)}")
 
-    if ours[keys[0]].logprobs:
+    def prompt(k: Key) -> str:
+        return "identical" if k in same_prompt else "different"
+
+    scored = [k for k in keys if ours[k].logprobs]
+    if scored:
         diffs: list[tuple[float, Key, str]] = []
-        for k in keys:
+        for k in scored:
             a, b = ours[k], theirs[k]
             if a.continuations != b.continuations:
                 notes.append(f"continuations differ {k}: {a.continuations!r} vs {b.continuations!r}")
@@ -46,28 +54,20 @@ def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], ex
             diffs.extend((abs(x - y), k, c) for x, y, c in zip(a.logprobs, b.logprobs, a.continuations, strict=True))
         worst = max(diffs, default=(math.nan, None, None), key=lambda d: d[0])
         result["max_abs_logprob_diff"] = worst[0]
-        same = [abs(x - y) for k in same_prompt for x, y in zip(ours[k].logprobs, theirs[k].logprobs, strict=True)]
-        result["max_abs_logprob_diff_same_prompt"] = max(same, default=math.nan)
+        result["max_abs_logprob_diff_same_prompt"] = max((d for d, k, _ in diffs if k in same_prompt), default=math.nan)
         if worst[1] is not None:
-            k = worst[1]
-            notes.append(
-                f"largest log-likelihood difference {worst[0]:.2e} at {k} choice {worst[2]!r}"
-                f" (prompt {'identical' if k in same_prompt else 'different'})"
-            )
-        for k in [k for k in keys if ours[k].prediction != theirs[k].prediction][:examples]:
+            notes.append(f"largest log-likelihood difference {worst[0]:.2e} at {worst[1]} choice {worst[2]!r} (prompt {prompt(worst[1])})")
+        for k in [k for k in scored if ours[k].prediction != theirs[k].prediction][:examples]:
             notes.append(
                 f"prediction differs {k}: ours {ours[k].prediction} {_rounded(ours[k].logprobs)},"
-                f" lm-eval {theirs[k].prediction} {_rounded(theirs[k].logprobs)}"
-                f" (prompt {'identical' if k in same_prompt else 'different'})"
+                f" lm-eval {theirs[k].prediction} {_rounded(theirs[k].logprobs)} (prompt {prompt(k)})"
             )
-    if ours[keys[0]].generation is not None:
-        same_gen = [k for k in keys if ours[k].generation == theirs[k].generation]
-        result["generations_identical"] = len(same_gen) / len(keys)
-        for k in [k for k in keys if ours[k].generation != theirs[k].generation][:examples]:
-            notes.append(
-                f"generation differs {k} (prompt {'identical' if k in same_prompt else 'different'}): "
-                + _first_difference(ours[k].generation or "", theirs[k].generation or "")
-            )
+    generated = [k for k in keys if ours[k].generation is not None]
+    if generated:
+        same_gen = [k for k in generated if ours[k].generation == theirs[k].generation]
+        result["generations_identical"] = len(same_gen) / len(generated)
+        for k in [k for k in generated if k not in set(same_gen)][:examples]:
+            notes.append(f"generation differs {k} (prompt {prompt(k)}): " + first_difference(ours[k].generation or "", theirs[k].generation or ""))
         for k in [k for k in same_gen if ours[k].prediction != theirs[k].prediction][:examples]:
             notes.append(
                 f"extracted answer differs {k} on the identical generation: ours {ours[k].prediction},"
@@ -79,11 +79,11 @@ def agreement(ours: Mapping[Key, DocRecord], theirs: Mapping[Key, DocRecord], ex
     return result
 
 
-def _rounded(values: list[float]) -> list[float]:
+def _rounded(values: Sequence[float]) -> list[float]:
     return [round(v, 3) for v in values]
 
 
-def _first_difference(a: str, b: str, context: int = 40) -> str:
+def first_difference(a: str, b: str, context: int = 40) -> str:
     """Where two strings first differ, with a little context from each."""
     i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     start = max(0, i - context)
@@ -93,16 +93,17 @@ def _first_difference(a: str, b: str, context: int = 40) -> str:
 def input_sequences(docs: Mapping[Key, DocRecord], tokenizer: Tokenizer) -> list[tuple[int, ...]]:
     """The token sequences a model has to be run on for these documents (estimated from the logs).
 
-    Log-likelihood: prompt + continuation without its last token, per scored continuation.
+    Log-likelihood: context + continuation without its last token, per scored continuation.
     Generation: prompt + generated text (the tokens fed during decoding, up to the stop).
     """
     texts, cut = [], []
     for doc in docs.values():
-        for continuation in doc.continuations:
-            texts.append(doc.prompt + continuation)
+        scored = zip(doc.contexts, doc.continuations, strict=True) if doc.continuations else ()
+        for context, continuation in scored:
+            texts.append(context + continuation)
             cut.append(1)
         if doc.generation is not None:
-            texts.append(doc.prompt + doc.generation)
+            texts.append(doc.contexts[0] + doc.generation)
             cut.append(0)
     encoded = tokenizer(texts)["input_ids"] if texts else []
     return [tuple(ids[: len(ids) - c]) for ids, c in zip(encoded, cut, strict=True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -69,7 +70,7 @@ def measure_peak_flops(n: int = 2048, seconds: float = 3.0, windows: int = 6) ->
 
 def disturbed(row: dict[str, Any]) -> bool:
     """Whether other processes used more than 10% of a core while either harness of this row ran."""
-    sides = [s for s in (row.get("ours"), row["lm_eval"]) if s]
+    sides = [s for s in (row.get("ours"), row.get("lm_eval")) if s]
     return any(s.get("others_cpu_s", 0.0) > 0.1 * s["wall_s"] for s in sides)
 
 
@@ -81,8 +82,11 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def peak_fraction(row: dict[str, Any], side: dict[str, Any], peak_flops: float, tokens: str = "useful") -> float:
-    """2 x parameters x tokens / wall time, as a share of the measured float32 matmul peak."""
+def peak_fraction(row: dict[str, Any], side: dict[str, Any] | None, peak_flops: float, tokens: str = "useful") -> float | None:
+    """2 x parameters x tokens / wall time, as a share of the measured float32 matmul peak
+    (None where the tokens are not known: the ours-only card line)."""
+    if not side or not side.get("tokens"):
+        return None
     return 2 * row["parameters"] * side["tokens"][tokens] / side["wall_s"] / peak_flops
 
 
@@ -95,16 +99,16 @@ def speed_table(rows: Sequence[dict[str, Any]], peak_flops: float) -> str:
     )
     lines = []
     for r in rows:
-        o, t = r.get("ours"), r["lm_eval"]
+        o, t = r.get("ours"), r.get("lm_eval") or {}
         if o is None:
-            wall, ratio, qps, rss, peak = NA_OURS, "–", "–", "–", "–"
+            wall, ratio, qps, rss = NA_OURS, "–", "–", "–"
         else:
-            wall, ratio = _f(o["wall_s"], ".1f"), f"{t['wall_s'] / o['wall_s']:.2f}×"
-            qps, rss = _f(o["qps"], ".2f"), _f(o["peak_rss_mib"], ".0f")
-            peak = _pct(peak_fraction(r, o, peak_flops))
+            wall, qps, rss = _f(o["wall_s"], ".1f"), _f(o["qps"], ".2f"), _f(o["peak_rss_mib"], ".0f")
+            ratio = f"{t['wall_s'] / o['wall_s']:.2f}×" if t else "–"
         cells = [
-            r["task"], r["model"], str(r["docs"]), wall, _f(t["wall_s"], ".1f"), ratio,
-            qps, _f(t["qps"], ".2f"), rss, _f(t["peak_rss_mib"], ".0f"), peak, _pct(peak_fraction(r, t, peak_flops)),
+            r["task"], r["model"], str(r["docs"]), wall, _f(t.get("wall_s"), ".1f"), ratio,
+            qps, _f(t.get("qps"), ".2f"), rss, _f(t.get("peak_rss_mib"), ".0f"),
+            _pct(peak_fraction(r, o, peak_flops)), _pct(peak_fraction(r, t, peak_flops)),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
@@ -112,7 +116,7 @@ def speed_table(rows: Sequence[dict[str, Any]], peak_flops: float) -> str:
 
 def agreement_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
-        "| task | model | docs compared | identical prompts | identical predictions | max abs Δ log-lik"
+        "| task | model | docs compared | identical prompts | identical predictions (identical prompts) | max abs Δ log-lik"
         " (identical prompts) | identical greedy generations | score ours | score lm-eval |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
@@ -120,16 +124,20 @@ def agreement_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         a = r.get("agreement")
         if a is None:
-            score = r["lm_eval"].get("score")
-            cells = [r["task"], r["model"], NA_OURS, "–", "–", "–", "–", "–", _f(score, ".3f")]
+            t = r.get("lm_eval")
+            if t is None:
+                continue  # ours only: nothing to agree with
+            cells = [r["task"], r["model"], NA_OURS, "–", "–", "–", "–", "–", _f(t.get("score"), ".3f")]
         else:
             ll = "–"
             if "max_abs_logprob_diff" in a:
                 ll = f"{a['max_abs_logprob_diff']:.1e} ({a['max_abs_logprob_diff_same_prompt']:.1e})"
             gen = _pct(a["generations_identical"]) if "generations_identical" in a else "–"
+            same = a.get("predictions_identical_same_prompt")  # absent from rows stored before it
+            predictions = f"{_pct(a['predictions_identical'])} ({_pct(None if same is None or math.isnan(same) else same)})"
             cells = [
                 r["task"], r["model"], str(a["n_compared"]), _pct(a["prompts_identical"]),
-                _pct(a["predictions_identical"]), ll, gen, f"{a['score_ours']:.3f}", f"{a['score_lm_eval']:.3f}",
+                predictions, ll, gen, f"{a['score_ours']:.3f}", f"{a['score_lm_eval']:.3f}",
             ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
@@ -144,13 +152,14 @@ def work_table(rows: Sequence[dict[str, Any]], peak_flops: float) -> str:
     )
     lines = []
     for r in rows:
-        o, t, s = r.get("ours") or {}, r["lm_eval"], r["settings"]
-        settings = f"{s['limit']}/subtask, batch ours {s['ours_batch_size']}, lm-eval {s['lm_eval_batch_size']}"
+        o, t, s = r.get("ours") or {}, r.get("lm_eval") or {}, r["settings"]
+        tokens = t.get("tokens") or o.get("tokens") or {}
+        settings = f"{s['limit']}/subtask, batch ours {s['ours_batch_size']}, lm-eval {_f(s['lm_eval_batch_size'], 'd')}"
         cells = [
-            r["task"], r["model"], f"{r['parameters']:,}", f"{t['tokens']['useful']:,}",
-            f"{t['tokens']['no_prefix_reuse']:,}", _pct(peak_fraction(r, t, peak_flops, "no_prefix_reuse")),
+            r["task"], r["model"], f"{r['parameters']:,}", _f(tokens.get("useful"), ","),
+            _f(tokens.get("no_prefix_reuse"), ","), _pct(peak_fraction(r, t, peak_flops, "no_prefix_reuse")),
             _f(o.get("eval_s"), ".1f"),
-            _f(t.get("eval_s"), ".1f"), _f(o.get("cpu_s"), ".0f"), _f(t["cpu_s"], ".0f"),
+            _f(t.get("eval_s"), ".1f"), _f(o.get("cpu_s"), ".0f"), _f(t.get("cpu_s"), ".0f"),
             f"{_f(o.get('others_cpu_s'), '.0f')} / {_f(t.get('others_cpu_s'), '.0f')}", settings,
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -202,9 +211,15 @@ def results_markdown(
         " for lm-eval's own count.\n",
         speed_table(rows, peak_flops),
         "## Agreement\n",
-        "Documents are matched by (subject, index in the test split). Predictions: the arg-max letter (MMLU),"
-        " the arg-max choice (TruthfulQA) or the strict-extracted answer (GSM8K). Δ log-lik is over every"
-        " (document, choice); in brackets only documents whose prompts are identical.\n",
+        "Documents are matched by (subtask, index in the source split). Predictions: for choice tasks the"
+        " arg-max choice of the logged log-likelihoods (per character for HellaSwag and ARC, whose card metric"
+        " is acc_norm); for generation tasks the answer each harness extracts (GSM8K strict match, BBH after"
+        ' "the answer is", TriviaQA the first line), compared without surrounding space or a final full stop.'
+        " WinoGrande's prompt is its two option contexts. Identical predictions are over every document and"
+        " Δ log-lik over every (document, choice); in brackets only documents whose prompts are identical."
+        " The card rows: *shared tasks* runs every llama2_card task that has an lm-eval template here"
+        " (all subtasks) in one process per harness;"
+        " *llama2_card (ours only)* is our whole card, which lm-eval cannot run on this data.\n",
         agreement_table(rows),
         "## Work and settings\n",
         "*Tokens without prefix reuse*: every distinct sequence in full (no padding) — what lm-eval's HF"
