@@ -30,7 +30,7 @@ from typing import Any
 from evalharness.backends.openai_http import ServerError, ServerPool
 from evalharness.backends.protocol import Resume
 from evalharness.backends.registry import register_backend
-from evalharness.backends.remote_jobs import Job, chunks, cut_at_stop, run_jobs
+from evalharness.backends.remote_jobs import Job, chunks, cut_at_stop, refuse_local_settings, run_jobs
 from evalharness.core.errors import EvalHarnessError
 from evalharness.core.requests import (
     GenerateRequest,
@@ -184,9 +184,7 @@ ENDPOINT_OPTIONS = frozenset(
 @register_backend("endpoint", ENDPOINT_OPTIONS, "a managed online endpoint (Azure ML schema): endpoint:<scoring-url>")
 def build_endpoint(model: str, options: Mapping[str, Any]) -> EndpointBackend:
     # The deployment owns device, dtype and context length; the CLI passes its defaults for them.
-    for name in ("device", "dtype"):
-        if str(options.get(name) or "auto") != "auto":
-            raise EvalHarnessError(f"--{name} is the deployment's choice, not the endpoint backend's: leave it out")
+    refuse_local_settings(options, "deployment", "endpoint")
     for name in ("max_length", "trust_remote_code"):
         if options.get(name):
             raise EvalHarnessError(f"--{name.replace('_', '-')} is the deployment's choice, not the endpoint backend's")

@@ -36,7 +36,7 @@ from evalharness.backends.openai_http import ServerPool, Unreachable, normalise_
 from evalharness.backends.prompt_fitting import Encoder, Window, load_tokenizer
 from evalharness.backends.protocol import Resume
 from evalharness.backends.registry import register_backend
-from evalharness.backends.remote_jobs import Job, chunks, run_jobs
+from evalharness.backends.remote_jobs import Job, chunks, refuse_local_settings, run_jobs
 from evalharness.backends.server_tokenizer import ServerEncoder
 from evalharness.core.errors import EvalHarnessError, ModelLoadError
 from evalharness.core.requests import (
@@ -331,9 +331,7 @@ OPENAI_OPTIONS = frozenset(
 @register_backend("openai", OPENAI_OPTIONS, "an OpenAI-compatible server (vLLM): --base-url URL[,URL...]")
 def build_openai(model: str, options: Mapping[str, Any]) -> OpenAIBackend:
     # The server owns device, dtype and loader settings; the CLI passes its defaults for them.
-    for name in ("device", "dtype"):
-        if str(options.get(name) or "auto") != "auto":
-            raise EvalHarnessError(f"--{name} is the server's choice, not the openai backend's: leave it out")
+    refuse_local_settings(options, "server", "openai")
     if options.get("model_args"):
         raise EvalHarnessError("--model-args is the server's choice, not the openai backend's: leave it out")
     batch = options.get("batch_size") or 8

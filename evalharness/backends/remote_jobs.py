@@ -7,15 +7,23 @@ strings are cut client-side for servers that cannot stop on them, with the local
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from evalharness.backends.protocol import Resume
+from evalharness.core.errors import EvalHarnessError
 from evalharness.core.progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+def refuse_local_settings(options: Mapping[str, Any], owner: str, backend: str) -> None:
+    """--device and --dtype belong to whoever serves the model (the CLI passes "auto" for them)."""
+    for name in ("device", "dtype"):
+        if str(options.get(name) or "auto") != "auto":
+            raise EvalHarnessError(f"--{name} is the {owner}'s choice, not the {backend} backend's: leave it out")
+
 
 Job = tuple[list[int], Callable[[], list[R]]]  # request indices, and the call answering them in order
 
