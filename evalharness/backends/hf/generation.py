@@ -10,7 +10,6 @@ its longest row ends. Stop strings are checked on a short decoded tail, not the 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
+from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache
 from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize
 from evalharness.backends.hf.slots import Slots
 from evalharness.backends.prompt_fitting import Encoder, common_prefix_len
@@ -84,12 +84,12 @@ def _groups(rows: Sequence[_Row]) -> list[list[_Row]]:
     return list(groups.values())
 
 
-def _capacity(decoder: Decoder, rows: Sequence[_Row]) -> int:
+def _capacity(decoder: Decoder, rows: Sequence[_Row], held_once: int = 0) -> int:
     """Rows decoded at once: the batch size, or (``auto``) what memory allows at the longest
-    row's final length."""
+    row's final length, less the ``held_once`` prefix tokens that no row holds itself."""
     size = decoder.rows_per_batch
     if callable(size):
-        return max(1, size(max(len(r.prompt) for r in rows) + rows[0].request.sampling.max_new_tokens))
+        return max(1, size(max(len(r.prompt) for r in rows) - held_once + rows[0].request.sampling.max_new_tokens))
     return max(1, int(size))
 
 
@@ -153,51 +153,74 @@ def _finish(
     )
 
 
-def _prefill(decoder: Decoder, rows: list[_Row], prefix: tuple[int, ...]) -> tuple[Slots, torch.Tensor]:
+def _prefill(
+    decoder: Decoder, rows: list[_Row], prefix: tuple[int, ...], shared: SharedPrefix | None
+) -> tuple[Slots, torch.Tensor]:
     """The prompts of ``rows`` (left-padded after the shared prefix) run once; returns their
-    slots and the logits for each row's first new token."""
+    slots and the logits for each row's first new token. With ``shared``, the prefix stays out of
+    the rows' cache and mask (``prefix_attention`` reads it); without, it is copied into each row."""
     import torch
-    from transformers import DynamicCache
 
-    device = decoder.device
-    extra: dict[str, Any] = {}
-    if accepts(decoder.model, "logits_to_keep"):
-        extra["logits_to_keep"] = 1  # the vocabulary projection only at the last position
-    if prefix:
-        cache = copy.deepcopy(_prefix_cache(decoder, prefix))
-        if len(rows) > 1:
-            cache.batch_repeat_interleave(len(rows))
-    else:
-        cache = DynamicCache(config=decoder.model.config)
     offset = len(prefix)
     width = max(len(r.prompt) for r in rows) - offset
     ids = torch.full((len(rows), width), decoder.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), offset + width), dtype=torch.long)
-    mask[:, :offset] = 1
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):  # left padding: every row's next token lands in one column
         suffix = row.prompt[offset:]
         ids[i, width - len(suffix) :] = torch.tensor(suffix)
-        mask[i, offset + width - len(suffix) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)[:, offset:]
-    out = decoder.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+        mask[i, width - len(suffix) :] = 1
+    ids, mask = ids.to(decoder.device), mask.to(decoder.device)
+    positions = offset + (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    headroom = min(rows[0].request.sampling.max_new_tokens, HEADROOM)  # spare columns for decoding
+    extra: dict[str, Any] = dict(_keep_last(decoder.model))
+    if shared is not None:
+        cache = growing_cache(decoder.model.config, headroom=headroom)
+        causal = torch.ones((width, width), dtype=torch.bool, device=mask.device).tril()
+        attention: torch.Tensor = mask.bool()[:, None, None, :] & causal[None, None]
+        extra["shared_prefix"] = shared
+    elif prefix:
+        head = _prefix_cache(decoder, prefix)
+        cache = growing_cache(
+            decoder.model.config, [(layer.keys.expand(len(rows), -1, -1, -1), layer.values.expand(len(rows), -1, -1, -1))
+                                   for layer in head.layers], headroom=width + headroom,
+        )
+        mask = torch.cat([mask.new_ones((len(rows), offset)), mask], dim=-1)
+        attention = mask
+    else:
+        cache = growing_cache(decoder.model.config, headroom=headroom)
+        attention = mask
+    out = decoder.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
                         **extra, **cache_kwargs(decoder.model, cache))
+    if shared is not None and shared.calls == 0:
+        raise EvalHarnessError(f"{type(decoder.model).__name__} does not route attention through transformers' "
+                               "attention interface; shared-prefix generation cannot be used with it")
     slots = Slots(returned_cache(out), mask, positions[:, -1:] + 1, [])
     return slots, out.logits[:, -1].float()
 
 
+def _keep_last(model: Any) -> dict[str, int]:
+    """The vocabulary projection only at the last position, where the model allows it."""
+    return {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+
+
 def _run_group(
-    decoder: Decoder, rows: list[_Row], bar: Any, resume: Resume[GenerateResponse]
+    decoder: Decoder, rows: list[_Row], bar: Any, resume: Resume[GenerateResponse], prefix_routed: bool
 ) -> dict[int, GenerateResponse]:
     """Continuous batching over rows with the same decoding settings."""
     import torch
 
     params = rows[0].request.sampling
     eos = frozenset() if params.ignore_eos else frozenset(decoder.eos_token_ids)
-    capacity = _capacity(decoder, rows)
-    # Rows sharing a long prompt head (few-shot exemplars) compute it once and copy its cache.
+    # Rows sharing a long prompt head (few-shot exemplars) compute it once; where the model's
+    # attention can be routed, its cache is also held once (else copied into every row).
     prefix = shared_prefix([r.prompt for r in rows]) if decoder.reuse_prefixes else ()
-    extra: dict[str, Any] = {"logits_to_keep": 1} if accepts(decoder.model, "logits_to_keep") else {}
+    shared = SharedPrefix(_prefix_layers(decoder, prefix), len(prefix)) if prefix and prefix_routed else None
+    capacity = _capacity(decoder, rows, shared.length if shared else 0)
+    log.debug("generate: %d requests, up to %d at once", len(rows), capacity)
+    extra: dict[str, Any] = dict(_keep_last(decoder.model))
+    if shared is not None:
+        log.debug("generate: a %d-token prefix shared by %d rows, its cache held once", len(prefix), len(rows))
+        extra["shared_prefix"] = shared
     waiting = list(reversed(rows))  # pop() takes the longest first
     active: list[_Row] = []
     slots: Slots | None = None
@@ -222,7 +245,7 @@ def _run_group(
             if not params.greedy:
                 for row in newcomers:
                     row.generator = torch.Generator(device=decoder.device).manual_seed(row.request.sampling.seed)
-            fresh, logits = _prefill(decoder, newcomers, prefix)
+            fresh, logits = _prefill(decoder, newcomers, prefix, shared)
             tokens = _next_tokens(logits, params, newcomers)
             keep = settle(newcomers, tokens)
             fresh.tokens = tokens
@@ -238,7 +261,9 @@ def _run_group(
         assert slots is not None
         ids = torch.tensor(slots.tokens, dtype=torch.long, device=decoder.device)[:, None]
         slots.mask = torch.cat([slots.mask, slots.mask.new_ones((len(active), 1))], dim=-1)
-        out = decoder.model(input_ids=ids, attention_mask=slots.mask, position_ids=slots.positions,
+        # With a shared prefix the model gets a ready 4-D mask over the rows' own columns.
+        attention = slots.mask.bool()[:, None, None, :] if shared is not None else slots.mask
+        out = decoder.model(input_ids=ids, attention_mask=attention, position_ids=slots.positions,
                             use_cache=True, **extra, **cache_kwargs(decoder.model, slots.cache))
         slots.cache = returned_cache(out)
         slots.positions = slots.positions + 1
@@ -264,18 +289,21 @@ def shared_prefix(prompts: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
 
 
 def _prefix_cache(decoder: Decoder, prefix: tuple[int, ...]) -> Any:
-    """KV cache of ``prefix`` (one row), kept while consecutive batches share it."""
+    """KV cache of ``prefix`` (one row), kept while consecutive groups share it."""
     import torch
 
     memo = decoder.prefix_memo
     if memo is None or memo[0] != prefix:
-        out = decoder.model(
-            input_ids=torch.tensor([prefix], device=decoder.device), use_cache=True,
-            **({"logits_to_keep": 1} if accepts(decoder.model, "logits_to_keep") else {}),
-        )
+        decoder.prefix_memo = None  # free the previous prefix before computing the next
+        out = decoder.model(input_ids=torch.tensor([prefix], device=decoder.device), use_cache=True,
+                            **_keep_last(decoder.model))
         memo = (prefix, returned_cache(out))
         decoder.prefix_memo = memo
     return memo[1]
+
+
+def _prefix_layers(decoder: Decoder, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in _prefix_cache(decoder, prefix).layers]
 
 
 def generate(
@@ -297,9 +325,12 @@ def generate(
     rows = [_prepare(decoder, i, r) for i, r in enumerate(requests)]
     decoder.encoder.forget()
     results: dict[int, GenerateResponse] = dict(resume.done)
-    with torch.inference_mode(), progress_bar(total=len(requests), desc="generate", unit="req") as bar:
+    with (
+        torch.inference_mode(),
+        attention_with_prefix(decoder.model) as prefix_routed,
+        progress_bar(total=len(requests), desc="generate", unit="req") as bar,
+    ):
         bar.update(len(results))
         for group in _groups([r for r in rows if r.index not in resume.done]):
-            log.debug("generate: %d requests, up to %d at once", len(group), _capacity(decoder, group))
-            results.update(_run_group(decoder, group, bar, resume))
+            results.update(_run_group(decoder, group, bar, resume, prefix_routed))
     return [results[i] for i in range(len(requests))]
