@@ -36,7 +36,8 @@ def _replace(cache: Any, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Non
 class Slots:
     """A left-padded batch in flight: ``cache`` [rows, heads, length, dim] per layer, ``mask``
     [rows, length], ``positions`` [rows, 1] (the next token's position), ``tokens`` [rows]
-    (the next input token of each row)."""
+    (the next input token of each row). With a prefix held once (``kv_cache.SharedPrefix``) the
+    columns are the rows' own tokens after it; positions still count from the prompt's start."""
 
     cache: Any
     mask: torch.Tensor
