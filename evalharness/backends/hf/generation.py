@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
-from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache
+from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache, layer_tensors
 from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize
 from evalharness.backends.hf.slots import Slots
 from evalharness.backends.prompt_fitting import Encoder, common_prefix_len
@@ -172,25 +172,20 @@ def _prefill(
     ids, mask = ids.to(decoder.device), mask.to(decoder.device)
     positions = offset + (mask.cumsum(dim=-1) - 1).clamp(min=0)
     headroom = min(rows[0].request.sampling.max_new_tokens, HEADROOM)  # spare columns for decoding
-    extra: dict[str, Any] = dict(_keep_last(decoder.model))
     if shared is not None:
         cache = growing_cache(decoder.model.config, headroom=headroom)
         causal = torch.ones((width, width), dtype=torch.bool, device=mask.device).tril()
         attention: torch.Tensor = mask.bool()[:, None, None, :] & causal[None, None]
-        extra["shared_prefix"] = shared
     elif prefix:
-        head = _prefix_cache(decoder, prefix)
-        cache = growing_cache(
-            decoder.model.config, [(layer.keys.expand(len(rows), -1, -1, -1), layer.values.expand(len(rows), -1, -1, -1))
-                                   for layer in head.layers], headroom=width + headroom,
-        )
+        head = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in _prefix_layers(decoder, prefix)]
+        cache = growing_cache(decoder.model.config, head, headroom=width + headroom)
         mask = torch.cat([mask.new_ones((len(rows), offset)), mask], dim=-1)
         attention = mask
     else:
         cache = growing_cache(decoder.model.config, headroom=headroom)
         attention = mask
     out = decoder.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                        **extra, **cache_kwargs(decoder.model, cache))
+                        **_forward_extras(decoder.model, shared), **cache_kwargs(decoder.model, cache))
     if shared is not None and shared.calls == 0:
         raise EvalHarnessError(f"{type(decoder.model).__name__} does not route attention through transformers' "
                                "attention interface; shared-prefix generation cannot be used with it")
@@ -201,6 +196,14 @@ def _prefill(
 def _keep_last(model: Any) -> dict[str, int]:
     """The vocabulary projection only at the last position, where the model allows it."""
     return {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+
+
+def _forward_extras(model: Any, shared: SharedPrefix | None) -> dict[str, Any]:
+    """Keyword arguments of every prefill and decode forward pass."""
+    extra: dict[str, Any] = dict(_keep_last(model))
+    if shared is not None:
+        extra["shared_prefix"] = shared  # reaches prefix_attention through the model's **kwargs
+    return extra
 
 
 def _run_group(
@@ -217,10 +220,9 @@ def _run_group(
     shared = SharedPrefix(_prefix_layers(decoder, prefix), len(prefix)) if prefix and prefix_routed else None
     capacity = _capacity(decoder, rows, shared.length if shared else 0)
     log.debug("generate: %d requests, up to %d at once", len(rows), capacity)
-    extra: dict[str, Any] = dict(_keep_last(decoder.model))
+    extra = _forward_extras(decoder.model, shared)
     if shared is not None:
         log.debug("generate: a %d-token prefix shared by %d rows, its cache held once", len(prefix), len(rows))
-        extra["shared_prefix"] = shared
     waiting = list(reversed(rows))  # pop() takes the longest first
     active: list[_Row] = []
     slots: Slots | None = None
@@ -303,7 +305,7 @@ def _prefix_cache(decoder: Decoder, prefix: tuple[int, ...]) -> Any:
 
 
 def _prefix_layers(decoder: Decoder, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in _prefix_cache(decoder, prefix).layers]
+    return layer_tensors(_prefix_cache(decoder, prefix))
 
 
 def generate(

@@ -16,6 +16,7 @@ Two costs dominated generation with ``transformers``' ``DynamicCache`` on long f
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -102,12 +103,25 @@ def growing_cache(config: Any, layers: list[tuple[torch.Tensor, torch.Tensor]] |
     for i, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer:
             cache.layers[i] = GrowingLayer(headroom)
-    for layer, (keys, values) in zip(cache.layers, layers or [], strict=False):
+    if layers is not None:
+        replace_content(cache, layers)
+    return cache
+
+
+def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (keys, values)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def replace_content(cache: Any, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Gives each layer of ``cache`` new content, keeping the layer objects (and their kind)."""
+    for layer, (keys, values) in zip(cache.layers, layers, strict=True):
         if isinstance(layer, GrowingLayer):
             layer.adopt(keys, values)
-        else:
+        elif not layer.is_initialized:
             layer.update(keys, values)
-    return cache
+        else:
+            layer.keys, layer.values = keys, values
 
 
 @dataclass
@@ -169,6 +183,7 @@ def prefix_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
+@functools.cache
 def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask

@@ -13,23 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalharness.backends.hf.kv_cache import GrowingLayer
+from evalharness.backends.hf.kv_cache import layer_tensors, replace_content
 
 if TYPE_CHECKING:
     import torch
-
-
-def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def _replace(cache: Any, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Gives each layer of ``cache`` new content, keeping the layer objects (and their kind)."""
-    for layer, (keys, values) in zip(cache.layers, layers, strict=True):
-        if isinstance(layer, GrowingLayer):
-            layer.adopt(keys, values)
-        else:
-            layer.keys, layer.values = keys, values
 
 
 @dataclass
@@ -65,7 +52,7 @@ class Slots:
         if start == 0:
             return
         self.mask = self.mask[:, start:]
-        _replace(self.cache, [(k[:, :, start:], v[:, :, start:]) for k, v in _layers(self.cache)])
+        replace_content(self.cache, [(k[:, :, start:], v[:, :, start:]) for k, v in layer_tensors(self.cache)])
 
     def join(self, other: Slots) -> None:
         """Append ``other``'s rows; the shorter batch is left-padded to the longer one."""
@@ -83,9 +70,9 @@ class Slots:
 
         layers = [
             (torch.cat([pad(k1, 2), pad(k2, 2)]), torch.cat([pad(v1, 2), pad(v2, 2)]))
-            for (k1, v1), (k2, v2) in zip(_layers(self.cache), _layers(other.cache), strict=True)
+            for (k1, v1), (k2, v2) in zip(layer_tensors(self.cache), layer_tensors(other.cache), strict=True)
         ]
-        _replace(self.cache, layers)
+        replace_content(self.cache, layers)
         self.mask = torch.cat([pad(self.mask, 1), pad(other.mask, 1)])
         self.positions = torch.cat([self.positions, other.positions])
         self.tokens = self.tokens + other.tokens
