@@ -133,9 +133,9 @@ def test_hellaswag_wikihow_markers_are_removed_as_lm_eval_does():
     assert fields["answer"] == 2
 
 
-def test_hellaswag_choices_share_their_context_in_the_backends_prefix_cache():
-    """The local backend computes a shared token prefix (>= 32 tokens) once; HellaSwag's four
-    endings of one context form such a group (no task-specific machinery)."""
+def test_hellaswag_choices_share_their_context_in_one_packed_row():
+    """The local backend lays a shared token head out once; HellaSwag's four endings of one
+    context form such a pack (no task-specific machinery), and a batch holds several contexts."""
     from evalharness.backends.hf.loglikelihood import plan as plan_batches
     from evalharness.backends.hf.loglikelihood import prepare
     from evalharness.backends.prompt_fitting import Encoder, load_tokenizer
@@ -146,12 +146,13 @@ def test_hellaswag_choices_share_their_context_in_the_backends_prefix_cache():
     assert isinstance(requests[0], LoglikelihoodRequest)
     prepared = prepare(Encoder(load_tokenizer(str(LLAMA_TOKENIZER))), requests, 4096)
     batches = plan_batches(prepared, 8)
-    grouped = {row for b in batches if b.prefix for row in b.rows}
-    long_context = {p.inputs for p in prepared if len(p.inputs) - len(p.continuation) >= 33}
-    # Most endings of a long context are grouped; the planner leaves a whole group loose when one
-    # member (a short context whose ending repeats the next row's context) cannot use its prefix.
-    assert len(long_context) >= 40 and len(long_context & grouped) >= 0.75 * len(long_context)
-    assert all(len(b.prefix) >= 32 and len(b.rows) >= 2 for b in batches if b.prefix)
+    packs = [p for b in batches for p in b.packs]
+    grouped = {m for p in packs if len(p.members) > 1 and p.head >= 13 for m in p.members}
+    assert grouped == {p.inputs for p in prepared}  # every ending shares its context's row
+    assert sum(len(m) for p in packs for m in p.members) > 1.5 * sum(p.length for p in packs)
+    assert all(len(b.packs) == 8 for b in batches[:-1])  # rows of eight contexts per forward pass
+    scored_from = {p.inputs: len(p.inputs) - len(p.continuation) for p in prepared}
+    assert all(p.head <= scored_from[m] for p in packs for m in p.members)
 
 
 def test_partial_scoring_reports_only_acc_and_acc_norm():

@@ -81,7 +81,9 @@ class HFBackend:
             return []
         resume = resume or Resume()
         prepared = loglikelihood.prepare(self.encoder, requests, self.max_length)
-        batches = loglikelihood.plan(prepared, self.rows_per_batch, self.reuse_prefixes)
+        batches = loglikelihood.plan(
+            prepared, self.rows_per_batch, self.reuse_prefixes, loglikelihood.packing_supported(self.model)
+        )
         results = dict(resume.done)
         computed = loglikelihood.score(
             self.model, prepared, batches, self.device, self.pad_id,
