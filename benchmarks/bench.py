@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--card-full", default="llama2_card", help="our --tasks for the ours-only card line ('': none)")
     p.add_argument("--card-task-args", default="judge=similarity,classifier=hatesonar-onnx",
                    help="our --task-args for that line (offline TruthfulQA judge and ToxiGen classifier)")  # fmt: skip
-    p.add_argument("--ours-batch-size", type=int, default=8)
+    p.add_argument("--ours-batch-size", type=lambda v: v if v == "default" else int(v), default=8,
+                   help="our --batch-size, or 'default' (none given: scoring 8, generation's decode batch from memory)")
     p.add_argument("--lm-eval-batch-size", type=int, help="skip the search and use this batch size")
     p.add_argument("--search-batch-sizes", default="1,8,32", help="lm-eval batch sizes to try")
     p.add_argument("--search-questions", type=int, default=50, help="MMLU questions in the search slice")

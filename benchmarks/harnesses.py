@@ -33,7 +33,7 @@ class Workload:
     model: Path
     limit: int  # documents per subtask
     parts: tuple[Part, ...]
-    ours_batch_size: int = 8
+    ours_batch_size: int | str = 8  # "default": no --batch-size (scoring 8, decoding from memory)
     lm_eval_batch_size: int = 8
     our_tasks: tuple[str, ...] = ()
     task_args: str = ""  # our --task-args
@@ -129,9 +129,11 @@ def run_ours(w: Workload, data_dir: Path, out: Path, log_file: Path, available: 
         sys.executable, "-m", "evalharness", "run",
         "--model", str(w.model), "--tasks", ",".join(w.our_task_list), "--limit", str(w.limit),
         "--data-dir", str(data_dir), "--output", str(out),
-        "--device", "cpu", "--dtype", "float32", "--batch-size", str(w.ours_batch_size),
+        "--device", "cpu", "--dtype", "float32",
         "--no-cache",  # its response cache would answer repeated runs without computing anything
     ]  # fmt: skip
+    if w.ours_batch_size != "default":
+        cmd += ["--batch-size", str(w.ours_batch_size)]
     if w.task_args:
         cmd += ["--task-args", w.task_args]
     measured = run_measured(cmd, log_file)

@@ -121,6 +121,22 @@ def test_batched_equals_one_at_a_time(
     assert {r.finish_reason for r in batched} == {"eos", "stop", "length"}
 
 
+def test_default_decode_batch_is_sized_from_memory(
+    stories: HFBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = HFBackend(stories.config)  # no batch size: scoring 8, decoding from memory
+    assert backend.rows_per_batch == 8
+    decode_rows = backend.decoder.decode_rows
+    assert callable(decode_rows) and decode_rows(512) == 64  # a 260K model: memory is no limit, the cap is
+    requests = [greedy(f"Once upon a time there was a {word}", 40) for word in ("dog", "cat", "bird") * 7]
+    with caplog.at_level("DEBUG", logger="evalharness.backends.hf.generation"):
+        together = backend.generate(requests)
+    assert "21 requests, up to 64 at once" in caplog.text
+    assert together == one_at_a_time(backend, requests, monkeypatch)
+    backend.rows_per_batch = 2  # an explicit batch size sets decoding too
+    assert backend.decoder.decode_rows == 2
+
+
 def test_seeded_sampling_is_reproducible(stories: HFBackend) -> None:
     alone = stories.generate([sampled("Once upon a time", seed=7)])[0]
     again = stories.generate([sampled("Once upon a time", seed=7)])[0]

@@ -102,7 +102,9 @@ def build_parser() -> OneLineParser:
     run.add_argument("--tasks", required=True, help="comma-separated task or subtask names")
     run.add_argument("--num-fewshot", type=non_negative_int, help="override each task's shots")
     run.add_argument("--limit", type=positive_int, help="first N documents of each subtask")
-    run.add_argument("--batch-size", type=batch_size, default=8, help="rows per forward pass, or 'auto' (from free memory)")
+    run.add_argument("--batch-size", type=batch_size,
+                     help="rows per forward pass, or 'auto' (from free memory); default: 8 for scoring,"
+                          " generation's decode batch from free memory (up to 64)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     run.add_argument("--seed", type=seed, default=1234, help=f"0 to {MAX_SEED}")

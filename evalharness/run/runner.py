@@ -81,7 +81,7 @@ def score_all(
     options = model.options
     context = TaskContext(
         str(options.get("device", "auto")), str(options.get("dtype", "auto")),
-        options.get("batch_size", 8), config.seed, config.data_dir,
+        options.get("batch_size") or 8, config.seed, config.data_dir,
     )  # fmt: skip
     by_task: dict[str, list[int]] = {}
     for index, item in enumerate(planned):

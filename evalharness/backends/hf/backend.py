@@ -32,13 +32,21 @@ def context_length(model: Any, tokenizer: Any) -> int:
     return min(known) if known else 2048
 
 
+SCORING_ROWS = 8  # the default scoring batch: larger ones gain little on a CPU and cost memory
+DECODE_ROWS = 64  # the default decode batch's cap: each step reads every weight once, so more rows pay
+
+
 class HFBackend:
-    """``transformers`` causal LM on torch. ``batch_size`` counts sequences per forward pass."""
+    """``transformers`` causal LM on torch. ``batch_size`` counts sequences per forward pass.
+
+    By default (``None``) scoring runs ``SCORING_ROWS`` per pass and generation decodes as many
+    rows as memory allows, up to ``DECODE_ROWS``; a number (or ``"auto"``) sets both.
+    """
 
     def __init__(
         self,
         config: ModelConfig,
-        batch_size: int | str = 8,
+        batch_size: int | str | None = None,
         max_length: int | None = None,
         reuse_prefixes: bool = True,
     ) -> None:
@@ -46,7 +54,8 @@ class HFBackend:
         self.model, self.tokenizer, self.device = load_model(config)
         self.encoder = Encoder(self.tokenizer)
         # "auto" sizes each batch from free memory and the length of its longest row.
-        rows_per_batch: BatchSize = auto_rows(self.model, self.device) if batch_size == "auto" else int(batch_size)
+        rows_per_batch: BatchSize = auto_rows(self.model, self.device) if batch_size == "auto" else int(batch_size or SCORING_ROWS)
+        decode_rows = auto_rows(self.model, self.device, DECODE_ROWS) if batch_size is None else rows_per_batch
         self.max_length = max_length or context_length(self.model, self.tokenizer)
         eos = config.model_args.get("eos_token_id", self.model.generation_config.eos_token_id)
         listed = eos if isinstance(eos, (list, tuple)) else (eos,)
@@ -55,6 +64,7 @@ class HFBackend:
         self.decoder = generation.Decoder(
             self.model, self.encoder, lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
             self.device, self.pad_id, self.eos_token_ids, self.max_length, rows_per_batch, reuse_prefixes,
+            decode_rows,
         )
 
     # Batch size and prefix reuse live in the decoder; scoring reads the same settings.
@@ -64,7 +74,7 @@ class HFBackend:
 
     @rows_per_batch.setter
     def rows_per_batch(self, value: BatchSize) -> None:
-        self.decoder.rows_per_batch = value
+        self.decoder.rows_per_batch = self.decoder.decode_rows = value
 
     @property
     def reuse_prefixes(self) -> bool:
@@ -131,4 +141,4 @@ def build_hf(model: str, options: Mapping[str, Any]) -> HFBackend:
         trust_remote_code=bool(options.get("trust_remote_code", False)),
         model_args=dict(options.get("model_args") or {}),
     )
-    return HFBackend(config, batch_size=options.get("batch_size", 8), max_length=options.get("max_length"))
+    return HFBackend(config, batch_size=options.get("batch_size"), max_length=options.get("max_length"))

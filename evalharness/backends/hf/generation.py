@@ -45,6 +45,7 @@ class Decoder:
     max_length: int
     rows_per_batch: BatchSize
     reuse_prefixes: bool
+    decode_rows: BatchSize  # rows decoded at once
     prefix_memo: tuple[tuple[int, ...], Any] | None = None  # the last prefix's KV cache
 
 
@@ -85,9 +86,9 @@ def _groups(rows: Sequence[_Row]) -> list[list[_Row]]:
 
 
 def _capacity(decoder: Decoder, rows: Sequence[_Row], held_once: int = 0) -> int:
-    """Rows decoded at once: the batch size, or (``auto``) what memory allows at the longest
-    row's final length, less the ``held_once`` prefix tokens that no row holds itself."""
-    size = decoder.rows_per_batch
+    """Rows decoded at once: the batch size, or what memory allows at the longest row's final
+    length, less the ``held_once`` prefix tokens that no row holds itself."""
+    size = decoder.decode_rows
     if callable(size):
         return max(1, size(max(len(r.prompt) for r in rows) - held_once + rows[0].request.sampling.max_new_tokens))
     return max(1, int(size))

@@ -49,13 +49,13 @@ def row_bytes(config: Any, length: int, element_bytes: int, kept_logits: int = 1
     return kv_cache + activations + logits
 
 
-def auto_rows(model: Any, device: str) -> Callable[[int], int]:
-    """Rows per batch for a batch whose longest row has the given length."""
+def auto_rows(model: Any, device: str, cap: int = MAX_ROWS) -> Callable[[int], int]:
+    """Rows per batch (at most ``cap``) for a batch whose longest row has the given length."""
     budget = available_bytes(device) * SAFETY
     element = model.dtype.itemsize if hasattr(model.dtype, "itemsize") else 4
 
     def rows(length: int) -> int:
-        return max(1, min(MAX_ROWS, int(budget // row_bytes(model.config, length, element))))
+        return max(1, min(cap, int(budget // row_bytes(model.config, length, element))))
 
-    log.info("--batch-size auto: %.1f GiB budget; %d rows at 1,024 tokens", budget / 2**30, rows(1024))
+    log.info("batch size from memory: %.1f GiB budget; %d rows at 1,024 tokens", budget / 2**30, rows(1024))
     return rows
