@@ -95,3 +95,20 @@ def test_generation_holds_the_few_shot_prefix_once(caplog: pytest.LogCaptureFixt
         assert routed
     backend.reuse_prefixes = False
     assert [r.text for r in backend.generate(requests)] == [r.text for r in shared]
+
+
+@pytest.mark.skipif(not TINY_LLAMA.is_dir(), reason="tiny-random-llama2 not found")
+def test_generation_holds_each_tasks_prefix_once(caplog: pytest.LogCaptureFixture) -> None:
+    """One call may mix tasks (a card run sends all its generation requests together): rows are
+    clustered by their own few-shot head, each head held once; outputs equal the unshared path's."""
+    backend = HFBackend(ModelConfig(str(TINY_LLAMA), device="cpu"), batch_size=4)
+    heads = ["Question: what is two plus two? Answer: four. " * 6, "Sort these words: b a c. Answer: a b c. " * 6]
+    tails = ("Question: one plus one?", "Question: three?", "Q")
+    requests = [GenerateRequest(head + tail, sampling=SamplingParams(8, ignore_eos=True)) for head in heads for tail in tails]
+    requests.append(GenerateRequest("A loose prompt with no exemplars", sampling=SamplingParams(8, ignore_eos=True)))
+    with caplog.at_level("DEBUG", logger="evalharness.backends.hf.generation"):
+        clustered = backend.generate(requests)
+    held = [m for m in caplog.messages if "held once" in m]
+    assert len(held) == 2 and all("shared by 3 rows" in m for m in held)
+    backend.reuse_prefixes = False
+    assert [r.text for r in backend.generate(requests)] == [r.text for r in clustered]

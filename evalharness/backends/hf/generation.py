@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
 from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache, layer_tensors
-from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize
+from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize, prefix_groups
 from evalharness.backends.hf.slots import Slots
 from evalharness.backends.prompt_fitting import Encoder, common_prefix_len
 from evalharness.backends.protocol import Resume
@@ -80,9 +80,42 @@ def _groups(rows: Sequence[_Row]) -> list[list[_Row]]:
     groups: dict[SamplingParams, list[_Row]] = {}
     for row in rows:
         groups.setdefault(dataclasses.replace(row.request.sampling, seed=0), []).append(row)
-    for group in groups.values():
-        group.sort(key=lambda r: (-len(r.prompt), r.prompt))
-    return list(groups.values())
+    return [_longest_first(group) for group in groups.values()]
+
+
+def _longest_first(rows: list[_Row]) -> list[_Row]:
+    return sorted(rows, key=lambda r: (-len(r.prompt), r.prompt))
+
+
+def _clusters(rows: list[_Row], reuse_prefixes: bool) -> list[tuple[tuple[int, ...], list[_Row]]]:
+    """(few-shot prefix, rows) runs of one settings group, each run's prefix computed once.
+
+    One call may hold many tasks (a card run sends every generation request together), so the
+    rows rarely share one head; grouped by their own heads (BBH's subtasks, GSM8K's exemplars,
+    one SQuAD paragraph's questions), each group holds its prefix once. Rows with no long head
+    in common with others run together last, with no prefix.
+    """
+    if not reuse_prefixes:
+        return [((), rows)]
+    whole = shared_prefix([r.prompt for r in rows])
+    if whole:
+        return [(whole, rows)]
+    by_prompt: dict[tuple[int, ...], list[_Row]] = {}
+    for row in rows:
+        by_prompt.setdefault(row.prompt, []).append(row)
+    clusters: list[tuple[tuple[int, ...], list[_Row]]] = []
+    loose: list[_Row] = []
+    for _, prompts in prefix_groups(sorted(by_prompt)):
+        members = [row for prompt in prompts for row in by_prompt[prompt]]
+        prefix = shared_prefix([r.prompt for r in members])
+        if prefix:
+            clusters.append((prefix, _longest_first(members)))
+        else:
+            loose += members
+    clusters.sort(key=lambda c: -len(c[1][0].prompt))  # the longest rows first, as within a run
+    if loose:
+        clusters.append((shared_prefix([r.prompt for r in loose]), _longest_first(loose)))
+    return clusters
 
 
 def _capacity(decoder: Decoder, rows: Sequence[_Row], held_once: int = 0) -> int:
@@ -208,22 +241,26 @@ def _forward_extras(model: Any, shared: SharedPrefix | None) -> dict[str, Any]:
 
 
 def _run_group(
-    decoder: Decoder, rows: list[_Row], bar: Any, resume: Resume[GenerateResponse], prefix_routed: bool
+    decoder: Decoder,
+    rows: list[_Row],
+    prefix: tuple[int, ...],
+    bar: Any,
+    resume: Resume[GenerateResponse],
+    prefix_routed: bool,
 ) -> dict[int, GenerateResponse]:
-    """Continuous batching over rows with the same decoding settings."""
+    """Continuous batching over rows with the same decoding settings that share ``prefix``."""
     import torch
 
     params = rows[0].request.sampling
     eos = frozenset() if params.ignore_eos else frozenset(decoder.eos_token_ids)
-    # Rows sharing a long prompt head (few-shot exemplars) compute it once; where the model's
-    # attention can be routed, its cache is also held once (else copied into every row).
-    prefix = shared_prefix([r.prompt for r in rows]) if decoder.reuse_prefixes else ()
+    # The rows' common head (few-shot exemplars) is computed once; where the model's attention
+    # can be routed, its cache is also held once (else copied into every row).
     shared = SharedPrefix(_prefix_layers(decoder, prefix), len(prefix)) if prefix and prefix_routed else None
     capacity = _capacity(decoder, rows, shared.length if shared else 0)
     log.debug("generate: %d requests, up to %d at once", len(rows), capacity)
     extra = _forward_extras(decoder.model, shared)
     if shared is not None:
-        log.debug("generate: a %d-token prefix shared by %d rows, its cache held once", len(prefix), len(rows))
+        log.debug("generate: a %d-token prefix held once, shared by %d rows", len(prefix), len(rows))
     waiting = list(reversed(rows))  # pop() takes the longest first
     active: list[_Row] = []
     slots: Slots | None = None
@@ -335,5 +372,6 @@ def generate(
     ):
         bar.update(len(results))
         for group in _groups([r for r in rows if r.index not in resume.done]):
-            results.update(_run_group(decoder, group, bar, resume, prefix_routed))
+            for prefix, cluster in _clusters(group, decoder.reuse_prefixes):
+                results.update(_run_group(decoder, cluster, prefix, bar, resume, prefix_routed))
     return [results[i] for i in range(len(requests))]

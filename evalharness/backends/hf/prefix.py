@@ -59,8 +59,9 @@ class Batch:
         return tuple(m for pack in self.packs for m in pack.members)
 
 
-def _groups(inputs: list[tuple[int, ...]]) -> list[tuple[int, list[tuple[int, ...]]]]:
-    """(shared length, members) for runs of sorted inputs with a long common prefix."""
+def prefix_groups(inputs: list[tuple[int, ...]]) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """(shared length, members) for runs of sorted inputs with a long common prefix: one
+    subject's or subtask's few-shot exemplars. A lone input is a group of one, shared length 0."""
     groups: list[tuple[int, list[tuple[int, ...]]]] = []
     current: list[tuple[int, ...]] = []
     shared = 0
@@ -133,7 +134,7 @@ def plan_batches(
     ordered = sorted(scored_from)
     loose: list[tuple[int, ...]] = []
     batches: list[Batch] = []
-    for shared, members in _groups(ordered) if reuse_prefixes else [(0, ordered)]:
+    for shared, members in prefix_groups(ordered) if reuse_prefixes else [(0, ordered)]:
         prefix_len = min([shared] + [scored_from[m] for m in members])
         packed_length = sum(len(m) for m in members) - (len(members) - 1) * prefix_len
         fits_one_pack = len(members) <= PACK_MEMBERS and packed_length <= PACK_TOKENS
