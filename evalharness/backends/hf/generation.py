@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PAD_SLACK = 1.25  # a prefill chunk's padded tokens over its real ones
+
 
 @dataclass
 class Decoder:
@@ -125,6 +127,22 @@ def _capacity(decoder: Decoder, rows: Sequence[_Row], held_once: int = 0) -> int
     if callable(size):
         return max(1, size(max(len(r.prompt) for r in rows) - held_once + rows[0].request.sampling.max_new_tokens))
     return max(1, int(size))
+
+
+def _by_width(rows: list[_Row], offset: int) -> list[list[_Row]]:
+    """Newcomers (longest first) in prefill chunks whose left padding stays within ``PAD_SLACK``
+    of their real tokens: one chunk of GSM8K questions from 29 to 113 tokens would be 80% padding."""
+    chunks: list[list[_Row]] = []
+    current: list[_Row] = []
+    real = 0
+    for row in rows:
+        own = len(row.prompt) - offset
+        if current and (len(current) + 1) * (len(current[0].prompt) - offset) > PAD_SLACK * (real + own):
+            chunks.append(current)
+            current, real = [], 0
+        current.append(row)
+        real += own
+    return chunks + [current] if current else chunks
 
 
 def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[_Row]) -> list[int]:
@@ -285,18 +303,19 @@ def _run_group(
             if not params.greedy:
                 for row in newcomers:
                     row.generator = torch.Generator(device=decoder.device).manual_seed(row.request.sampling.seed)
-            fresh, logits = _prefill(decoder, newcomers, prefix, shared)
-            tokens = _next_tokens(logits, params, newcomers)
-            keep = settle(newcomers, tokens)
-            fresh.tokens = tokens
-            fresh.select(keep)
-            newcomers = [newcomers[i] for i in keep]
-            if newcomers:
-                if slots is None:
-                    slots = fresh
-                else:
-                    slots.join(fresh)
-                active += newcomers
+            for chunk in _by_width(newcomers, len(prefix)):
+                fresh, logits = _prefill(decoder, chunk, prefix, shared)
+                tokens = _next_tokens(logits, params, chunk)
+                keep = settle(chunk, tokens)
+                fresh.tokens = tokens
+                fresh.select(keep)
+                chunk = [chunk[i] for i in keep]
+                if chunk:
+                    if slots is None:
+                        slots = fresh
+                    else:
+                        slots.join(fresh)
+                    active += chunk
             continue  # admit more if some finished at once; otherwise decode a step
         assert slots is not None
         ids = torch.tensor(slots.tokens, dtype=torch.long, device=decoder.device)[:, None]

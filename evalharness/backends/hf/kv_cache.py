@@ -8,7 +8,8 @@ Two costs dominated generation with ``transformers``' ``DynamicCache`` on long f
 - The shared few-shot prefix was copied into every row, so its keys and values were held and
   read once per row. ``SharedPrefix`` holds them once ([1, kv heads, prefix, dim] per layer) and
   ``prefix_attention`` attends to them for all rows in one matrix product, then merges that with
-  each row's own (suffix) attention by the usual running-maximum softmax rule. The model sees
+  each row's own (suffix) attention by the usual running-maximum softmax rule (on a CPU, two calls
+  of PyTorch's fused attention kernel merged by their log-sum-exps). The model sees
   only the suffix in its cache; positions are passed explicitly, so rotary embeddings are those
   of the full prompt.
 """
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 ATTENTION = "evalharness_shared_prefix"
 HEADROOM = 128  # spare columns per reallocation: one copy per 128 decode steps, not one per step
 SCORE_BLOCK = 1 << 24  # prefix scores held at once (64 MB in float32): long prefills go in row blocks
+FUSED = True  # on a CPU, attend through PyTorch's fused kernel where it exists (tests switch it off)
 
 
 class GrowingLayer(DynamicLayer):
@@ -146,6 +148,8 @@ def prefix_attention(
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     shared_prefix.calls += 1
+    if query.device.type == "cpu" and FUSED and _fused_kernel() is not None:
+        return _fused_prefix_attention(module, query, key, value, attention_mask, scaling, shared_prefix), None
     prefix_keys, prefix_values = shared_prefix.layers[module.layer_idx]
     rows, heads, queries, dim = query.shape
     block = max(1, SCORE_BLOCK // (heads * queries * shared_prefix.length))
@@ -181,6 +185,50 @@ def prefix_attention(
     out = ((head_out.float() + own_out.float()) / total).to(query.dtype)
     out = out.reshape(rows, heads, queries, dim)
     return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def _fused_kernel() -> Any:
+    """PyTorch's fused CPU attention that also returns each query's log-sum-exp (None if absent)."""
+    import torch
+
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _fused_prefix_attention(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    attention_mask: torch.Tensor | None, scaling: float | None, shared_prefix: SharedPrefix,
+) -> torch.Tensor:
+    """``prefix_attention`` as two fused kernel calls, merged by their log-sum-exps (as in
+    flash-decoding): no score matrix is materialised, so prefills need no row blocks."""
+    import torch
+
+    kernel = _fused_kernel()
+    prefix_keys, prefix_values = shared_prefix.layers[module.layer_idx]
+    rows, heads, queries, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    packed = query.reshape(rows, kv_heads, group * queries, dim)  # query heads of one key/value head together
+    flat = packed.transpose(0, 1).reshape(1, kv_heads, rows * group * queries, dim)
+    head_out, head_lse = kernel(flat, prefix_keys, prefix_values, scale=scale)
+    head_out = head_out.reshape(kv_heads, rows, group * queries, dim).transpose(0, 1)
+    head_lse = head_lse.reshape(kv_heads, rows, group * queries).transpose(0, 1)
+    additive = None
+    if attention_mask is not None:  # [rows, 1, queries, own] booleans -> additive, repeated per query head
+        blocked = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
+        blocked.masked_fill_(~attention_mask, float("-inf"))
+        additive = blocked.unsqueeze(2).expand(rows, 1, group, queries, -1).reshape(rows, 1, group * queries, -1)
+    own_out, own_lse = kernel(packed, key, value, attn_mask=additive, scale=scale)
+    if attention_mask is not None:
+        # A padding query may see none of its own columns; the kernel then returns 0 for its
+        # log-sum-exp, which must read as -inf (no weight) in the merge.
+        sees = attention_mask.any(dim=-1).unsqueeze(2).expand(rows, 1, group, queries).reshape(rows, 1, group * queries)
+        own_lse = own_lse.masked_fill(~sees, float("-inf"))
+    peak = torch.maximum(head_lse, own_lse)  # finite: every query sees the whole prefix
+    head_weight, own_weight = (head_lse - peak).exp().unsqueeze(-1), (own_lse - peak).exp().unsqueeze(-1)
+    merged = (head_out.float() * head_weight + own_out.float() * own_weight) / (head_weight + own_weight)
+    return merged.to(query.dtype).reshape(rows, heads, queries, dim).transpose(1, 2).contiguous()
 
 
 @functools.cache
