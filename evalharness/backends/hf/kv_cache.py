@@ -115,15 +115,21 @@ def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def replace_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Gives one cache layer new content, keeping the layer object (and its kind). Callers
+    replace layer by layer, so only one layer's old and new tensors are alive at once."""
+    if isinstance(layer, GrowingLayer):
+        layer.adopt(keys, values)
+    elif not layer.is_initialized:
+        layer.update(keys, values)
+    else:
+        layer.keys, layer.values = keys, values
+
+
 def replace_content(cache: Any, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Gives each layer of ``cache`` new content, keeping the layer objects (and their kind)."""
+    """Gives each layer of ``cache`` new content (``layers``: views, or a cache being built)."""
     for layer, (keys, values) in zip(cache.layers, layers, strict=True):
-        if isinstance(layer, GrowingLayer):
-            layer.adopt(keys, values)
-        elif not layer.is_initialized:
-            layer.update(keys, values)
-        else:
-            layer.keys, layer.values = keys, values
+        replace_layer(layer, keys, values)
 
 
 @dataclass

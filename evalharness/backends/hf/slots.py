@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalharness.backends.hf.kv_cache import layer_tensors, replace_content
+from evalharness.backends.hf.kv_cache import layer_tensors, replace_layer
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,8 @@ class Slots:
         if start == 0:
             return
         self.mask = self.mask[:, start:]
-        replace_content(self.cache, [(k[:, :, start:], v[:, :, start:]) for k, v in layer_tensors(self.cache)])
+        for layer in self.cache.layers:  # one layer at a time: the old copy is freed before the next
+            replace_layer(layer, layer.keys[:, :, start:], layer.values[:, :, start:])
 
     def join(self, other: Slots) -> None:
         """Append ``other``'s rows; the shorter batch is left-padded to the longer one."""
@@ -68,11 +69,9 @@ class Slots:
             shape[dim] = missing
             return torch.cat([x.new_zeros(shape), x], dim=dim)
 
-        layers = [
-            (torch.cat([pad(k1, 2), pad(k2, 2)]), torch.cat([pad(v1, 2), pad(v2, 2)]))
-            for (k1, v1), (k2, v2) in zip(layer_tensors(self.cache), layer_tensors(other.cache), strict=True)
-        ]
-        replace_content(self.cache, layers)
+        # One layer at a time, so the batch's cache is never held twice.
+        for layer, (keys, values) in zip(self.cache.layers, layer_tensors(other.cache), strict=True):
+            replace_layer(layer, torch.cat([pad(layer.keys, 2), pad(keys, 2)]), torch.cat([pad(layer.values, 2), pad(values, 2)]))
         self.mask = torch.cat([pad(self.mask, 1), pad(other.mask, 1)])
         self.positions = torch.cat([self.positions, other.positions])
         self.tokens = self.tokens + other.tokens
