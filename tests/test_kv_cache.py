@@ -90,7 +90,7 @@ def test_generation_holds_the_few_shot_prefix_once(caplog: pytest.LogCaptureFixt
         GenerateRequest(head + tail, sampling=SamplingParams(12, ignore_eos=True))
         for tail in ("Question: one plus one?", "Question: three?", "Q", "Question: and five plus five?")
     ]
-    with caplog.at_level("DEBUG", logger="evalharness.backends.hf.generation"):
+    with caplog.at_level("DEBUG", logger="evalharness.backends.hf"):
         shared = backend.generate(requests)
     assert any("held once" in message for message in caplog.messages)
     assert backend.model.config._attn_implementation == "sdpa"
@@ -109,9 +109,32 @@ def test_generation_holds_each_tasks_prefix_once(caplog: pytest.LogCaptureFixtur
     tails = ("Question: one plus one?", "Question: three?", "Q")
     requests = [GenerateRequest(head + tail, sampling=SamplingParams(8, ignore_eos=True)) for head in heads for tail in tails]
     requests.append(GenerateRequest("A loose prompt with no exemplars", sampling=SamplingParams(8, ignore_eos=True)))
-    with caplog.at_level("DEBUG", logger="evalharness.backends.hf.generation"):
+    with caplog.at_level("DEBUG", logger="evalharness.backends.hf"):
         clustered = backend.generate(requests)
     held = [m for m in caplog.messages if "held once" in m]
     assert len(held) == 2 and all("shared by 3 rows" in m for m in held)
+    # Both tasks' rows decode in one batch (4 rows at once), each reading its own prefix.
+    assert sum("requests, up to" in m for m in caplog.messages) == 2  # the prefixed rows, then the loose one
     backend.reuse_prefixes = False
     assert [r.text for r in backend.generate(requests)] == [r.text for r in clustered]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "torch-ops"])
+def test_prefix_attention_with_a_prefix_per_row_group(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of two tasks in one decode batch, each reading its own prefix (of another length)."""
+    monkeypatch.setattr(kv_cache, "FUSED", fused)
+    gen = torch.Generator().manual_seed(2)
+    rows, heads, kv_heads, dim, own_len = 4, 6, 2, 16, 7
+    prefixes = [
+        (torch.randn(1, kv_heads, n, dim, generator=gen), torch.randn(1, kv_heads, n, dim, generator=gen)) for n in (40, 23)
+    ]
+    query = torch.randn(rows, heads, 1, dim, generator=gen)
+    own = (torch.randn(rows, kv_heads, own_len, dim, generator=gen), torch.randn(rows, kv_heads, own_len, dim, generator=gen))
+    mask = torch.ones(rows, 1, 1, own_len, dtype=torch.bool)
+    mask[2, ..., :3] = False
+    readers = [torch.tensor([0, 2]), torch.tensor([1, 3])]
+    shared = SharedPrefix([], 0, groups=[(SharedPrefix([p], p[0].shape[2]), i) for p, i in zip(prefixes, readers, strict=True)])
+    got, _ = prefix_attention(Heads(heads // kv_heads), query, *own, mask, shared_prefix=shared)
+    for prefix, index in zip(prefixes, readers, strict=True):
+        want = sdpa_over_full_rows(query[index], prefix, (own[0][index], own[1][index]), mask[index])
+        torch.testing.assert_close(got[index], want, rtol=1e-5, atol=1e-5)

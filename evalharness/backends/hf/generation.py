@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from evalharness.backends.hf.compat import accepts, cache_kwargs, returned_cache
-from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache, layer_tensors
-from evalharness.backends.hf.prefix import MIN_PREFIX, BatchSize, prefix_groups
+from evalharness.backends.hf.clusters import Decoder, Prefixes, Row, cluster_rows, keep_last, longest_first, prefix_layers
+from evalharness.backends.hf.compat import cache_kwargs, returned_cache
+from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache
 from evalharness.backends.hf.slots import Slots
-from evalharness.backends.prompt_fitting import Encoder, common_prefix_len
 from evalharness.backends.protocol import Resume
 from evalharness.core.errors import EvalHarnessError
 from evalharness.core.progress import progress_bar
@@ -34,37 +32,7 @@ log = logging.getLogger(__name__)
 PAD_SLACK = 1.25  # a prefill chunk's padded tokens over its real ones
 
 
-@dataclass
-class Decoder:
-    """What generation needs from the local backend, passed explicitly (no back-reference)."""
-
-    model: Any
-    encoder: Encoder
-    decode: Callable[[list[int]], str]
-    device: str
-    pad_id: int
-    eos_token_ids: tuple[int, ...]
-    max_length: int
-    rows_per_batch: BatchSize
-    reuse_prefixes: bool
-    decode_rows: BatchSize  # rows decoded at once
-    prefix_memo: tuple[tuple[int, ...], Any] | None = None  # the last prefix's KV cache
-
-
-@dataclass
-class _Row:
-    """One request in flight: its prompt and what it has generated so far."""
-
-    index: int  # position in the caller's request list
-    request: GenerateRequest
-    prompt: tuple[int, ...]
-    truncated: bool
-    truncated_document: bool
-    generator: Any = None  # torch.Generator, only when sampling
-    tokens: list[int] = field(default_factory=list)
-
-
-def _prepare(decoder: Decoder, index: int, request: GenerateRequest) -> _Row:
+def _prepare(decoder: Decoder, index: int, request: GenerateRequest) -> Row:
     budget = decoder.max_length - request.sampling.max_new_tokens
     if budget <= 0:
         raise EvalHarnessError(
@@ -73,54 +41,19 @@ def _prepare(decoder: Decoder, index: int, request: GenerateRequest) -> _Row:
         )
     encoded = decoder.encoder.encode_context(request.context, request.protected_chars)
     window = decoder.encoder.fit(encoded, budget)
-    return _Row(index, request, window.ids, window.truncated, window.truncated_document)
+    return Row(index, request, window.ids, window.truncated, window.truncated_document)
 
 
-def _groups(rows: Sequence[_Row]) -> list[list[_Row]]:
+def _groups(rows: Sequence[Row]) -> list[list[Row]]:
     """Rows by decoding settings (only the seed may differ inside a group), longest first:
     an out-of-memory error shows up at once, and padding stays small."""
-    groups: dict[SamplingParams, list[_Row]] = {}
+    groups: dict[SamplingParams, list[Row]] = {}
     for row in rows:
         groups.setdefault(dataclasses.replace(row.request.sampling, seed=0), []).append(row)
-    return [_longest_first(group) for group in groups.values()]
+    return [longest_first(group) for group in groups.values()]
 
 
-def _longest_first(rows: list[_Row]) -> list[_Row]:
-    return sorted(rows, key=lambda r: (-len(r.prompt), r.prompt))
-
-
-def _clusters(rows: list[_Row], reuse_prefixes: bool) -> list[tuple[tuple[int, ...], list[_Row]]]:
-    """(few-shot prefix, rows) runs of one settings group, each run's prefix computed once.
-
-    One call may hold many tasks (a card run sends every generation request together), so the
-    rows rarely share one head; grouped by their own heads (BBH's subtasks, GSM8K's exemplars,
-    one SQuAD paragraph's questions), each group holds its prefix once. Rows with no long head
-    in common with others run together last, with no prefix.
-    """
-    if not reuse_prefixes:
-        return [((), rows)]
-    whole = shared_prefix([r.prompt for r in rows])
-    if whole:
-        return [(whole, rows)]
-    by_prompt: dict[tuple[int, ...], list[_Row]] = {}
-    for row in rows:
-        by_prompt.setdefault(row.prompt, []).append(row)
-    clusters: list[tuple[tuple[int, ...], list[_Row]]] = []
-    loose: list[_Row] = []
-    for _, prompts in prefix_groups(sorted(by_prompt)):
-        members = [row for prompt in prompts for row in by_prompt[prompt]]
-        prefix = shared_prefix([r.prompt for r in members])
-        if prefix:
-            clusters.append((prefix, _longest_first(members)))
-        else:
-            loose += members
-    clusters.sort(key=lambda c: -len(c[1][0].prompt))  # the longest rows first, as within a run
-    if loose:
-        clusters.append((shared_prefix([r.prompt for r in loose]), _longest_first(loose)))
-    return clusters
-
-
-def _capacity(decoder: Decoder, rows: Sequence[_Row], held_once: int = 0) -> int:
+def _capacity(decoder: Decoder, rows: Sequence[Row], held_once: int = 0) -> int:
     """Rows decoded at once: the batch size, or what memory allows at the longest row's final
     length, less the ``held_once`` prefix tokens that no row holds itself."""
     size = decoder.decode_rows
@@ -129,15 +62,17 @@ def _capacity(decoder: Decoder, rows: Sequence[_Row], held_once: int = 0) -> int
     return max(1, int(size))
 
 
-def _by_width(rows: list[_Row], offset: int) -> list[list[_Row]]:
-    """Newcomers (longest first) in prefill chunks whose left padding stays within ``PAD_SLACK``
-    of their real tokens: one chunk of GSM8K questions from 29 to 113 tokens would be 80% padding."""
-    chunks: list[list[_Row]] = []
-    current: list[_Row] = []
+def _by_width(rows: list[Row]) -> list[list[Row]]:
+    """Newcomers (one cluster's longest first, cluster by cluster) in prefill chunks of one prefix
+    whose left padding stays within ``PAD_SLACK`` of their real tokens: one chunk of GSM8K
+    questions from 29 to 113 tokens would be 80% padding."""
+    chunks: list[list[Row]] = []
+    current: list[Row] = []
     real = 0
     for row in rows:
-        own = len(row.prompt) - offset
-        if current and (len(current) + 1) * (len(current[0].prompt) - offset) > PAD_SLACK * (real + own):
+        own = len(row.prompt) - len(row.prefix)
+        width = len(current[0].prompt) - len(current[0].prefix) if current else own
+        if current and (row.prefix != current[0].prefix or (len(current) + 1) * width > PAD_SLACK * (real + own)):
             chunks.append(current)
             current, real = [], 0
         current.append(row)
@@ -145,7 +80,7 @@ def _by_width(rows: list[_Row], offset: int) -> list[list[_Row]]:
     return chunks + [current] if current else chunks
 
 
-def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[_Row]) -> list[int]:
+def _next_tokens(logits: torch.Tensor, params: SamplingParams, rows: Sequence[Row]) -> list[int]:
     import torch
 
     if params.greedy:
@@ -172,7 +107,7 @@ def _stop_window(stops: Sequence[str]) -> int:
 
 
 def _finish(
-    decoder: Decoder, row: _Row, token: int, eos: frozenset[int]
+    decoder: Decoder, row: Row, token: int, eos: frozenset[int]
 ) -> GenerateResponse | None:
     """Records ``token`` for ``row``; returns the response once the row is done."""
     sampling = row.request.sampling
@@ -206,7 +141,7 @@ def _finish(
 
 
 def _prefill(
-    decoder: Decoder, rows: list[_Row], prefix: tuple[int, ...], shared: SharedPrefix | None
+    decoder: Decoder, rows: list[Row], prefix: tuple[int, ...], shared: SharedPrefix | None
 ) -> tuple[Slots, torch.Tensor]:
     """The prompts of ``rows`` (left-padded after the shared prefix) run once; returns their
     slots and the logits for each row's first new token. With ``shared``, the prefix stays out of
@@ -229,7 +164,7 @@ def _prefill(
         causal = torch.ones((width, width), dtype=torch.bool, device=mask.device).tril()
         attention: torch.Tensor = mask.bool()[:, None, None, :] & causal[None, None]
     elif prefix:
-        head = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in _prefix_layers(decoder, prefix)]
+        head = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_layers(decoder, prefix)]
         cache = growing_cache(decoder.model.config, head, headroom=width + headroom)
         mask = torch.cat([mask.new_ones((len(rows), offset)), mask], dim=-1)
         attention = mask
@@ -245,46 +180,37 @@ def _prefill(
     return slots, out.logits[:, -1].float()
 
 
-def _keep_last(model: Any) -> dict[str, int]:
-    """The vocabulary projection only at the last position, where the model allows it."""
-    return {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
-
-
 def _forward_extras(model: Any, shared: SharedPrefix | None) -> dict[str, Any]:
     """Keyword arguments of every prefill and decode forward pass."""
-    extra: dict[str, Any] = dict(_keep_last(model))
+    extra: dict[str, Any] = dict(keep_last(model))
     if shared is not None:
         extra["shared_prefix"] = shared  # reaches prefix_attention through the model's **kwargs
     return extra
 
 
 def _run_group(
-    decoder: Decoder,
-    rows: list[_Row],
-    prefix: tuple[int, ...],
-    bar: Any,
-    resume: Resume[GenerateResponse],
-    prefix_routed: bool,
+    decoder: Decoder, rows: list[Row], bar: Any, resume: Resume[GenerateResponse], prefix_routed: bool
 ) -> dict[int, GenerateResponse]:
-    """Continuous batching over rows with the same decoding settings that share ``prefix``."""
+    """Continuous batching over rows with the same decoding settings, cluster after cluster.
+
+    Rows of several clusters (tasks) share the batch while one cluster's tail finishes and the
+    next one's rows start, each row reading its own prefix. Where the model's attention can be
+    routed every prefix is held once; otherwise ``rows`` are one cluster, its prefix copied into
+    each row.
+    """
     import torch
 
     params = rows[0].request.sampling
     eos = frozenset() if params.ignore_eos else frozenset(decoder.eos_token_ids)
-    # The rows' common head (few-shot exemplars) is computed once; where the model's attention
-    # can be routed, its cache is also held once (else copied into every row).
-    shared = SharedPrefix(_prefix_layers(decoder, prefix), len(prefix)) if prefix and prefix_routed else None
-    capacity = _capacity(decoder, rows, shared.length if shared else 0)
+    prefixes = Prefixes(decoder, rows, prefix_routed)
+    capacity = _capacity(decoder, rows, min(len(r.prefix) for r in rows) if prefix_routed else 0)
     log.debug("generate: %d requests, up to %d at once", len(rows), capacity)
-    extra = _forward_extras(decoder.model, shared)
-    if shared is not None:
-        log.debug("generate: a %d-token prefix held once, shared by %d rows", len(prefix), len(rows))
-    waiting = list(reversed(rows))  # pop() takes the longest first
-    active: list[_Row] = []
+    waiting = list(reversed(rows))  # pop() takes the first cluster's longest first
+    active: list[Row] = []
     slots: Slots | None = None
     done: dict[int, GenerateResponse] = {}
 
-    def settle(batch: list[_Row], tokens: list[int]) -> list[int]:
+    def settle(batch: list[Row], tokens: list[int]) -> list[int]:
         """Record each row's new token; report finished rows; the positions of the others."""
         keep = []
         for i, (row, token) in enumerate(zip(batch, tokens, strict=True)):
@@ -293,6 +219,7 @@ def _run_group(
                 keep.append(i)
                 continue
             done[row.index] = response
+            prefixes.finished(row)
             resume.finished([row.index], [response])
             bar.update(1)
         return keep
@@ -303,8 +230,8 @@ def _run_group(
             if not params.greedy:
                 for row in newcomers:
                     row.generator = torch.Generator(device=decoder.device).manual_seed(row.request.sampling.seed)
-            for chunk in _by_width(newcomers, len(prefix)):
-                fresh, logits = _prefill(decoder, chunk, prefix, shared)
+            for chunk in _by_width(newcomers):
+                fresh, logits = _prefill(decoder, chunk, chunk[0].prefix, prefixes.reading(chunk))
                 tokens = _next_tokens(logits, params, chunk)
                 keep = settle(chunk, tokens)
                 fresh.tokens = tokens
@@ -318,12 +245,13 @@ def _run_group(
                     active += chunk
             continue  # admit more if some finished at once; otherwise decode a step
         assert slots is not None
+        shared = prefixes.reading(active)
         ids = torch.tensor(slots.tokens, dtype=torch.long, device=decoder.device)[:, None]
         slots.mask = torch.cat([slots.mask, slots.mask.new_ones((len(active), 1))], dim=-1)
         # With a shared prefix the model gets a ready 4-D mask over the rows' own columns.
         attention = slots.mask.bool()[:, None, None, :] if shared is not None else slots.mask
         out = decoder.model(input_ids=ids, attention_mask=attention, position_ids=slots.positions,
-                            use_cache=True, **extra, **cache_kwargs(decoder.model, slots.cache))
+                            use_cache=True, **_forward_extras(decoder.model, shared), **cache_kwargs(decoder.model, slots.cache))
         slots.cache = returned_cache(out)
         slots.positions = slots.positions + 1
         tokens = _next_tokens(out.logits[:, -1].float(), params, active)
@@ -334,35 +262,6 @@ def _run_group(
         if not active:
             slots = None
     return done
-
-
-def shared_prefix(prompts: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
-    """The prompts' common head, if long enough to pay; each row keeps at least one token."""
-    if len(prompts) < 2:
-        return ()
-    length = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for other in prompts[1:]:
-        length = min(length, common_prefix_len(first, other))
-    return first[:length] if length >= MIN_PREFIX else ()
-
-
-def _prefix_cache(decoder: Decoder, prefix: tuple[int, ...]) -> Any:
-    """KV cache of ``prefix`` (one row), kept while consecutive groups share it."""
-    import torch
-
-    memo = decoder.prefix_memo
-    if memo is None or memo[0] != prefix:
-        decoder.prefix_memo = None  # free the previous prefix before computing the next
-        out = decoder.model(input_ids=torch.tensor([prefix], device=decoder.device), use_cache=True,
-                            **_keep_last(decoder.model))
-        memo = (prefix, returned_cache(out))
-        decoder.prefix_memo = memo
-    return memo[1]
-
-
-def _prefix_layers(decoder: Decoder, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return layer_tensors(_prefix_cache(decoder, prefix))
 
 
 def generate(
@@ -391,6 +290,14 @@ def generate(
     ):
         bar.update(len(results))
         for group in _groups([r for r in rows if r.index not in resume.done]):
-            for prefix, cluster in _clusters(group, decoder.reuse_prefixes):
-                results.update(_run_group(decoder, cluster, prefix, bar, resume, prefix_routed))
+            clusters = cluster_rows(group, decoder.reuse_prefixes)
+            for prefix, cluster in clusters:
+                for row in cluster:
+                    row.prefix = prefix
+            # Clusters with a prefix held once run in one batch; the rest one after another.
+            runs = [[r for p, c in clusters if p for r in c]] if prefix_routed else []
+            runs += [c for p, c in clusters if not (p and prefix_routed)]
+            for run in runs:
+                if run:
+                    results.update(_run_group(decoder, run, bar, resume, prefix_routed))
     return [results[i] for i in range(len(requests))]

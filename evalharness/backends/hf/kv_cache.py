@@ -139,6 +139,9 @@ class SharedPrefix:
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # [1, kv heads, length, dim]
     length: int
     calls: int = 0  # attention calls that read it: proves the model routes through prefix_attention
+    # Rows reading different prefixes (several tasks decoding in one batch): each prefix and the
+    # indices of its rows; ``layers``/``length`` are then unused.
+    groups: list[tuple[SharedPrefix, torch.Tensor]] | None = None
 
 
 def prefix_attention(
@@ -154,6 +157,13 @@ def prefix_attention(
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     shared_prefix.calls += 1
+    if shared_prefix.groups is not None:
+        rows, heads, queries, dim = query.shape
+        out = query.new_empty(rows, queries, heads, dim)
+        for prefix, index in shared_prefix.groups:
+            mask = None if attention_mask is None else attention_mask[index]
+            out[index] = prefix_attention(module, query[index], key[index], value[index], mask, scaling, dropout, prefix)[0]
+        return out, None
     if query.device.type == "cpu" and FUSED and _fused_kernel() is not None:
         return _fused_prefix_attention(module, query, key, value, attention_mask, scaling, shared_prefix), None
     prefix_keys, prefix_values = shared_prefix.layers[module.layer_idx]
