@@ -46,8 +46,8 @@ def sdpa_over_full_rows(
 def test_prefix_attention_equals_sdpa_over_copied_prefix(
     queries: int, score_block: int, fused: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Decode (one query) and prefill (causal, left-padded rows, a padding query that sees none
-    of its own columns), with grouped-query heads; a prefill too big for one block of scores goes
+    """Decode (one query) and prefill (causal, left-padded rows, padding queries that see none
+    of their own columns), with grouped-query heads; a prefill too big for one block of scores goes
     row by row. Both implementations: the fused CPU kernel and plain torch operations."""
     monkeypatch.setattr(kv_cache, "SCORE_BLOCK", score_block)
     monkeypatch.setattr(kv_cache, "FUSED", fused)
@@ -57,7 +57,7 @@ def test_prefix_attention_equals_sdpa_over_copied_prefix(
     prefix = (torch.randn(1, kv_heads, prefix_len, dim, generator=gen), torch.randn(1, kv_heads, prefix_len, dim, generator=gen))
     own = (torch.randn(rows, kv_heads, own_len, dim, generator=gen), torch.randn(rows, kv_heads, own_len, dim, generator=gen))
     padding = torch.ones(rows, own_len, dtype=torch.bool)
-    padding[1, :4 + queries] = False  # a left-padded row: with 5 queries, its first sees none of its own columns
+    padding[1, :4 + queries] = False  # a left-padded row: with 5 queries, all its own columns are padding
     padding[2, :own_len - queries] = False  # a row whose own part is only its queries
     causal = torch.ones(queries, own_len, dtype=torch.bool).tril(own_len - queries)
     mask = padding[:, None, None, :] & causal[None, None]

@@ -61,35 +61,42 @@ def longest_first(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (-len(r.prompt), r.prompt))
 
 
-def cluster_rows(rows: list[Row], reuse_prefixes: bool) -> list[tuple[tuple[int, ...], list[Row]]]:
-    """(few-shot prefix, rows) runs of one settings group, each run's prefix computed once.
+def cluster_rows(rows: list[Row], reuse_prefixes: bool) -> list[list[Row]]:
+    """Rows of one settings group in clusters, each cluster's few-shot head (set as every
+    member's ``prefix``) computed once.
 
     One call may hold many tasks (a card run sends every generation request together), so the
     rows rarely share one head; grouped by their own heads (BBH's subtasks, GSM8K's exemplars,
     one SQuAD paragraph's questions), each group holds its prefix once. Rows with no long head
-    in common with others run together last, with no prefix.
+    in common with others come last, in one cluster.
     """
     if not reuse_prefixes:
-        return [((), rows)]
+        return [_with_prefix((), rows)]
     whole = shared_prefix([r.prompt for r in rows])
     if whole:
-        return [(whole, rows)]
+        return [_with_prefix(whole, rows)]
     by_prompt: dict[tuple[int, ...], list[Row]] = {}
     for row in rows:
         by_prompt.setdefault(row.prompt, []).append(row)
-    clusters: list[tuple[tuple[int, ...], list[Row]]] = []
+    clusters: list[list[Row]] = []
     loose: list[Row] = []
     for _, prompts in prefix_groups(sorted(by_prompt)):
         members = [row for prompt in prompts for row in by_prompt[prompt]]
         prefix = shared_prefix([r.prompt for r in members])
         if prefix:
-            clusters.append((prefix, longest_first(members)))
+            clusters.append(_with_prefix(prefix, longest_first(members)))
         else:
             loose += members
-    clusters.sort(key=lambda c: -len(c[1][0].prompt))  # the longest rows first, as within a run
+    clusters.sort(key=lambda c: -len(c[0].prompt))  # the longest rows first, as within a run
     if loose:
-        clusters.append((shared_prefix([r.prompt for r in loose]), longest_first(loose)))
+        clusters.append(_with_prefix(shared_prefix([r.prompt for r in loose]), longest_first(loose)))
     return clusters
+
+
+def _with_prefix(prefix: tuple[int, ...], rows: list[Row]) -> list[Row]:
+    for row in rows:
+        row.prefix = prefix
+    return rows
 
 
 def keep_last(model: Any) -> dict[str, int]:

@@ -291,13 +291,10 @@ def generate(
         bar.update(len(results))
         for group in _groups([r for r in rows if r.index not in resume.done]):
             clusters = cluster_rows(group, decoder.reuse_prefixes)
-            for prefix, cluster in clusters:
-                for row in cluster:
-                    row.prefix = prefix
-            # Clusters with a prefix held once run in one batch; the rest one after another.
-            runs = [[r for p, c in clusters if p for r in c]] if prefix_routed else []
-            runs += [c for p, c in clusters if not (p and prefix_routed)]
+            # Clusters whose prefix is held once run in one batch; the rest one after another.
+            held = [c for c in clusters if prefix_routed and c[0].prefix]
+            runs = [[row for c in held for row in c]] if held else []
+            runs += [c for c in clusters if not (prefix_routed and c[0].prefix)]
             for run in runs:
-                if run:
-                    results.update(_run_group(decoder, run, bar, resume, prefix_routed))
+                results.update(_run_group(decoder, run, bar, resume, prefix_routed))
     return [results[i] for i in range(len(requests))]
