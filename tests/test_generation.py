@@ -7,7 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from evalharness.backends.hf.backend import HFBackend
+from evalharness.backends.hf.clusters import weight_first_projection
 from evalharness.backends.hf.loader import ModelConfig
+from evalharness.backends.hf.slots import Slots
 from evalharness.core.errors import EvalHarnessError
 from evalharness.core.requests import GenerateRequest, GenerateResponse, SamplingParams
 from tests.conftest import MODELS, STORIES
@@ -208,20 +210,43 @@ def test_continuous_batching_refills_free_slots(stories: HFBackend, monkeypatch:
     ]
     calls = []
     forward = stories.model.forward
+    placed: list[list[int]] = []
+    place = Slots.place
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return forward(*args, **kwargs)
 
+    def placing(slots: Slots, other: Slots, at: list[int]) -> None:
+        placed.append(list(at))
+        place(slots, other, at)
+
     with monkeypatch.context() as patch:
         patch.setattr(stories, "rows_per_batch", 2)
         patch.setattr(stories.model, "forward", counting)
+        patch.setattr(Slots, "place", placing)
         together = stories.generate(requests)
+    # Newcomers were written over finished rows' slots, not appended to a copied batch.
+    assert len(placed) >= 3
     assert [r.num_tokens for r in together][::5] == [60, 60]
     assert all(r.finish_reason == "stop" for r in together[1:5])
     # Static batches of two would take about 60 + 3 + 60 steps; refilling takes about 60 + 8.
     assert len(calls) < 90
     assert together == one_at_a_time(stories, requests, monkeypatch)
+
+
+def test_weight_first_projection_gives_the_heads_logits(stories: HFBackend) -> None:
+    import torch
+
+    head = stories.model.get_output_embeddings()
+    hidden = torch.randn(5, 1, head.in_features, generator=torch.Generator().manual_seed(0))
+    expected = head(hidden)
+    with weight_first_projection(stories.model, "cpu"):
+        assert "forward" in vars(head)  # a plain nn.Linear head: W @ x.T is in use
+        inside = head(hidden)
+    assert inside.shape == expected.shape
+    assert torch.allclose(inside, expected, atol=1e-5)
+    assert "forward" not in vars(head)  # the module's own forward is back
 
 
 def test_stop_string_split_over_many_tokens_is_found(stories: HFBackend) -> None:

@@ -8,9 +8,10 @@ key/value cache once, when its first row is admitted, and drops it when its last
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,34 @@ def _with_prefix(prefix: tuple[int, ...], rows: list[Row]) -> list[Row]:
 def keep_last(model: Any) -> dict[str, int]:
     """The vocabulary projection only at the last position, where the model allows it."""
     return {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+
+
+@contextlib.contextmanager
+def weight_first_projection(model: Any, device: str) -> Iterator[None]:
+    """On a CPU, the vocabulary projection of a decode step as ``W @ x.T`` while inside.
+
+    With a few rows and a large vocabulary, ``F.linear`` (``x @ W.T``) takes a slow path in the
+    BLAS: for SmolLM2's 49,152 x 576 projection at 64 rows, 46 ms against 28 ms (on this project's
+    2-core machines), bit-identical at 16 rows and more. A plain ``nn.Linear`` head only: any
+    other (a bias, a quantised layer) keeps its own forward.
+    """
+    import torch
+
+    head: Any = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not device.startswith("cpu") or type(head) is not torch.nn.Linear or head.bias is not None:
+        yield
+        return
+    weight = head.weight
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        return (weight @ flat.T).T.reshape(*hidden.shape[:-1], weight.shape[0])
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward
 
 
 def shared_prefix(prompts: Sequence[tuple[int, ...]]) -> tuple[int, ...]:

@@ -15,7 +15,16 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from evalharness.backends.hf.clusters import Decoder, Prefixes, Row, cluster_rows, keep_last, longest_first, prefix_layers
+from evalharness.backends.hf.clusters import (
+    Decoder,
+    Prefixes,
+    Row,
+    cluster_rows,
+    keep_last,
+    longest_first,
+    prefix_layers,
+    weight_first_projection,
+)
 from evalharness.backends.hf.compat import cache_kwargs, returned_cache
 from evalharness.backends.hf.kv_cache import HEADROOM, SharedPrefix, attention_with_prefix, growing_cache
 from evalharness.backends.hf.slots import Slots
@@ -224,9 +233,39 @@ def _run_group(
             bar.update(1)
         return keep
 
+    free: list[int] = []  # finished rows' slots, kept only until newcomers are written over them
+
+    def admit(chunk: list[Row], fresh: Slots) -> None:
+        """Newcomers take finished rows' slots in place; the rest join the batch."""
+        nonlocal slots
+        if slots is None:
+            slots = fresh
+            active.extend(chunk)
+            return
+        placed = min(len(free), len(chunk)) if slots.can_place() else 0
+        if placed:
+            slots.place(fresh, free[:placed])
+            for slot, row in zip(free, chunk[:placed], strict=False):
+                active[slot] = row
+            del free[:placed]
+            if placed == len(chunk):
+                return
+            fresh.select(list(range(placed, len(chunk))))
+        slots.join(fresh)
+        active.extend(chunk[placed:])
+
+    def drop(finished: list[int]) -> None:
+        nonlocal slots, active
+        assert slots is not None
+        keep = sorted(set(range(len(active))) - set(finished))
+        slots.select(keep)
+        active = [active[i] for i in keep]
+        if not active:
+            slots = None
+
     while waiting or active:
-        if waiting and len(active) < capacity:
-            newcomers = [waiting.pop() for _ in range(min(capacity - len(active), len(waiting)))]
+        if waiting and len(active) - len(free) < capacity:
+            newcomers = [waiting.pop() for _ in range(min(capacity - len(active) + len(free), len(waiting)))]
             if not params.greedy:
                 for row in newcomers:
                     row.generator = torch.Generator(device=decoder.device).manual_seed(row.request.sampling.seed)
@@ -236,13 +275,11 @@ def _run_group(
                 keep = settle(chunk, tokens)
                 fresh.tokens = tokens
                 fresh.select(keep)
-                chunk = [chunk[i] for i in keep]
-                if chunk:
-                    if slots is None:
-                        slots = fresh
-                    else:
-                        slots.join(fresh)
-                    active += chunk
+                if keep:
+                    admit([chunk[i] for i in keep], fresh)
+            if free:  # fewer newcomers than finished rows
+                drop(free)
+                free = []
             continue  # admit more if some finished at once; otherwise decode a step
         assert slots is not None
         shared = prefixes.reading(active)
@@ -257,10 +294,11 @@ def _run_group(
         tokens = _next_tokens(out.logits[:, -1].float(), params, active)
         keep = settle(active, tokens)
         slots.tokens = tokens
-        slots.select(keep)
-        active = [active[i] for i in keep]
-        if not active:
-            slots = None
+        finished = sorted(set(range(len(active))) - set(keep))
+        if finished and waiting and slots.can_place():
+            free = finished  # the next admission writes newcomers over them: no copy of the batch
+        elif finished:
+            drop(finished)
     return done
 
 
@@ -286,6 +324,7 @@ def generate(
     with (
         torch.inference_mode(),
         attention_with_prefix(decoder.model) as prefix_routed,
+        weight_first_projection(decoder.model, decoder.device),
         progress_bar(total=len(requests), desc="generate", unit="req") as bar,
     ):
         bar.update(len(results))
