@@ -73,10 +73,15 @@ class Slots:
         import torch
 
         length = max(self.mask.shape[1], other.mask.shape[1])
-        self.widen(length)
+        # Both sides padded inside one concatenation (not widen() first, which would copy the
+        # batch's cache once more); one layer at a time, so it is never held twice.
         for layer, (keys, values) in zip(self.cache.layers, layer_tensors(other.cache), strict=True):
-            replace_layer(layer, torch.cat([layer.keys, _left_pad(keys, 2, length)]), torch.cat([layer.values, _left_pad(values, 2, length)]))
-        self.mask = torch.cat([self.mask, _left_pad(other.mask, 1, length)])
+            replace_layer(
+                layer,
+                torch.cat([_left_pad(layer.keys, 2, length), _left_pad(keys, 2, length)]),
+                torch.cat([_left_pad(layer.values, 2, length), _left_pad(values, 2, length)]),
+            )
+        self.mask = torch.cat([_left_pad(self.mask, 1, length), _left_pad(other.mask, 1, length)])
         self.positions = torch.cat([self.positions, other.positions])
         self.tokens = self.tokens + other.tokens
 
